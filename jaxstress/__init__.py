@@ -1,0 +1,23 @@
+"""jaxstress: a JAX-jitted, differentiable Monte Carlo stress engine for the US Treasury market."""
+
+import importlib.metadata
+
+from ._config import Params as Params
+from ._config import Scenario as Scenario
+from ._config import load_scenario as load_scenario
+from ._config import shipped_scenarios as shipped_scenarios
+from ._curve import par_yield_from_zero as par_yield_from_zero
+from ._curve import zero_yields as zero_yields
+from ._errors import ConfigError as ConfigError
+from ._errors import DataError as DataError
+from ._metrics import summarize as summarize
+from ._portfolio import Portfolio as Portfolio
+from ._portfolio import load_portfolio as load_portfolio
+from ._simulate import METRIC_NAMES as METRIC_NAMES
+from ._simulate import simulate as simulate
+from ._simulate import simulate_draws as simulate_draws
+
+try:
+    __version__ = importlib.metadata.version("jaxstress")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+    __version__ = "0+unknown"

@@ -1,0 +1,164 @@
+"""The `jaxstress` command line.
+
+Every verb validates its input first; a bad config, an unknown name or a missing file prints one line
+(`jaxstress: error: <file>, key '<key>': <what is expected>`) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxstress")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0+unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def _add_scenario_args(p: argparse.ArgumentParser):
+    p.add_argument("scenario", nargs="?", default="april_2025",
+                   help="shipped scenario name or path to a TOML file (default: april_2025)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set holders.japan.sell_rate=0.2 (repeatable)")
+    p.add_argument("--portfolio", help="shipped portfolio name or path to a portfolio TOML")
+    p.add_argument("--horizon", type=_positive_float, help="horizon in years")
+    p.add_argument("--steps-per-year", type=_positive_int, help="time steps per year (default 252)")
+    p.add_argument("--float64", action="store_true", help="simulate in float64 (default float32)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxstress", description="Monte Carlo stress engine for the US Treasury market")
+    parser.add_argument("--version", action="version", version=f"jaxstress {_version()}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="simulate a scenario and write summary.json, quantiles.csv, paths.npz")
+    _add_scenario_args(run)
+    run.add_argument("--paths", type=_positive_int, default=100_000, help="Monte Carlo paths (default 100000)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--out", default="runs/latest", help="output directory (default runs/latest)")
+    run.add_argument("--chunk-size", type=_positive_int, default=65536, help="paths per chunk (default 65536)")
+    run.add_argument("--paths-npz-limit", type=int, default=100_000,
+                     help="write paths.npz only for runs of at most this many paths (default 100000)")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    sc = sub.add_parser("scenarios", help="list the shipped scenarios")
+    sc.add_argument("--show", metavar="NAME", help="print a shipped scenario file with its comments")
+    return parser
+
+
+def _load(args):
+    from ._config import load_scenario
+
+    return load_scenario(args.scenario, overrides=args.overrides, portfolio=args.portfolio, horizon=args.horizon,
+                         steps_per_year=args.steps_per_year)
+
+
+KEY_METRICS = (
+    "y2_change_bp_mean", "y10_change_bp_mean", "y10_change_bp_q99", "y30_change_bp_mean", "y30_change_bp_q99",
+    "y10_max_rise_bp_q99", "breakeven_10y_change_bp_mean", "term_premium_10y_change_bp_mean", "prob_y10_above_5pct",
+    "prob_y10_max_above_5pct", "portfolio_loss_mean", "portfolio_loss_var_99", "portfolio_loss_es_99",
+    "foreign_sales_bn_mean", "forced_sales_bn_mean", "vol_fund_sales_bn_mean", "fed_purchases_bn_mean",
+    "interest_cost_change_bn_mean", "mortgage_rate_change_bp_mean", "equity_return_pct_mean",
+    "dollar_change_pct_mean",
+)
+
+
+def format_table(summary: dict) -> str:
+    m, units = summary["metrics"], summary["units"]
+    lines = [f"{summary['scenario']}: {summary['paths']:,} paths x {summary['steps']} steps, seed {summary['seed']}, "
+             f"{summary['wall_time_s']:.1f} s ({summary['path_steps_per_s'] / 1e6:.2f} M path-steps/s, "
+             f"{summary['backend']})",
+             f"{'metric':34s} {'value':>12s} {'stderr':>10s}  unit"]
+    for k in KEY_METRICS:
+        if k in m:
+            lines.append(f"{k:34s} {m[k]['value']:12.4g} {m[k]['stderr']:10.2g}  {units.get(k, '')}")
+    pf = summary["portfolio"]
+    lines.append(f"portfolio {pf['name']}: PV {pf['pv_bn']:.4g} $bn, DV01 {pf['dv01_bn'] * 1e3:.4g} $mm/bp")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from ._output import write_outputs
+    from ._simulate import simulate
+
+    if args.float64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    scenario = _load(args)
+    t0 = time.perf_counter()
+    res = simulate(scenario, args.paths, seed=args.seed, chunk_size=args.chunk_size)
+    summary = write_outputs(res, args.out, _version(), paths_limit=args.paths_npz_limit)
+    if not args.quiet:
+        print(format_table(summary))
+        print(f"wrote {args.out}/summary.json, quantiles.csv{', paths.npz' if args.paths <= args.paths_npz_limit else ''}"
+              f" in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_scenarios(args) -> int:
+    from ._config import resolve_path, shipped_scenarios
+
+    if args.show:
+        print(resolve_path(args.show).read_text(), end="")
+        return 0
+    items = shipped_scenarios()
+    width = max(len(k) for k in items)
+    for name, desc in items.items():
+        print(f"{name:{width}s}  {desc}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from ._errors import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+    handlers = {"run": cmd_run, "scenarios": cmd_scenarios}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as e:
+        print(f"jaxstress: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxstress: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # pragma: no cover
+        os._exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""Scenario files: TOML in, validated frozen parameters out.
+
+A scenario is resolved in three steps: read the TOML (following `extends = "<shipped name or path>"`), apply
+`--set dotted.key=value` overrides, then validate every key against `_schema`. The result, `Scenario`, holds
+the fully resolved config (a plain nested dict that round-trips through `to_toml`) and `Params`, the frozen
+parameter pytree whose numeric leaves are the drivers.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import importlib.resources
+import json
+import math
+import pathlib
+import re
+import tomllib
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import ConfigError
+from ._portfolio import Portfolio, load_portfolio
+from ._schema import CORRELATED_SHOCKS, DYNAMIC_TABLES, SECTIONS, Field
+
+DEFAULT_SCENARIO = "april_2025"
+
+
+def configs_dir() -> pathlib.Path:
+    return pathlib.Path(str(importlib.resources.files("jaxstress") / "configs"))
+
+
+def shipped_scenarios() -> dict[str, str]:
+    """Shipped scenario names and their one-line descriptions."""
+    out = {}
+    for path in sorted(configs_dir().glob("*.toml")):
+        try:
+            raw = _read_toml(path)
+            desc = raw.get("scenario", {}).get("description", "")
+        except ConfigError as e:  # pragma: no cover - shipped files are tested
+            desc = f"(invalid: {e})"
+        out[path.stem] = desc
+    return out
+
+
+def resolve_path(name_or_path: str) -> pathlib.Path:
+    """A path to a TOML file, or the name of a shipped scenario."""
+    p = pathlib.Path(name_or_path)
+    if p.suffix == ".toml" or p.exists() or "/" in name_or_path:
+        if not p.is_file():
+            raise ConfigError(f"no such file; give a path to a scenario TOML or one of the shipped names: "
+                              f"{', '.join(shipped_scenarios())}", file=name_or_path)
+        return p
+    shipped = configs_dir() / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        close = difflib.get_close_matches(name_or_path, list(shipped_scenarios()), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown scenario '{name_or_path}'{hint}; shipped scenarios: "
+                          f"{', '.join(shipped_scenarios())}, or give a path to a .toml file")
+    return shipped
+
+
+def _read_toml(path: pathlib.Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read file: {e.strerror}", file=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"malformed TOML: {e}", file=str(path)) from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_scenario_dict(name_or_path: str, _seen: tuple = ()) -> tuple[dict, str]:
+    """The raw dict of a scenario with `extends` resolved (not yet validated), and its file."""
+    path = resolve_path(name_or_path)
+    if str(path.resolve()) in _seen:
+        raise ConfigError("circular 'extends'", file=str(path), key="extends")
+    raw = _read_toml(path)
+    parent = raw.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError("expected a string: a shipped scenario name or a path", file=str(path), key="extends")
+        if parent.endswith(".toml") and not pathlib.Path(parent).is_absolute():
+            parent = str(path.parent / parent)
+        base, _ = read_scenario_dict(parent, _seen + (str(path.resolve()),))
+        raw = _merge(base, raw)
+    return raw, str(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --set overrides
+
+_KEY_RE = re.compile(r"^([A-Za-z_][\w-]*)((?:\[\d+\])*)$")
+
+
+def parse_key(key: str) -> list[str | int]:
+    """'regimes.generator[0][1]' -> ['regimes', 'generator', 0, 1]."""
+    parts: list[str | int] = []
+    for piece in key.split("."):
+        m = _KEY_RE.match(piece)
+        if not m:
+            raise ConfigError(f"malformed key '{key}': expected dotted names with optional [index], "
+                              "e.g. holders.japan.sell_rate or regimes.generator[0][1]", key=key)
+        parts.append(m.group(1))
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return parts
+
+
+def parse_value(text: str, key: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        # bare words are strings: --set scenario.portfolio=bank_afs
+        if re.fullmatch(r"[\w./-]+", text) and not re.fullmatch(r"[-+]?[\d.eE+-]+", text):
+            return text
+        raise ConfigError(f"cannot parse value '{text}': give a TOML value (number, true/false, "
+                          "\"string\", [list])", key=key) from None
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects dotted.key=value, got '{assignment}'")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    parts = parse_key(key)
+    value = parse_value(text.strip(), key)
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError(f"index {part} out of range", key=key)
+            node = node[part]
+            continue
+        if part not in node:
+            if isinstance(nxt, int):
+                raise ConfigError("no such list to index", key=key)
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"index {last} out of range", key=key)
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise ConfigError("cannot set a key inside a non-table value", key=key)
+        node[last] = value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# validation
+
+
+def _unknown(key: str, choices, file):
+    close = difflib.get_close_matches(key.split(".")[-1], list(choices), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(choices)}"
+    return ConfigError(f"unknown key{hint}", file=file, key=key)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check(field: Field, value, key: str, file):
+    def bounds(x, k=key):
+        if not math.isfinite(x):
+            raise ConfigError(f"expected a finite number, got {x}", file=file, key=k)
+        lo_bad = field.lo is not None and (x <= field.lo if field.lo_open else x < field.lo)
+        if lo_bad or (field.hi is not None and x > field.hi):
+            lo = "-inf" if field.lo is None else field.lo
+            hi = "inf" if field.hi is None else field.hi
+            br = "(" if field.lo_open else "["
+            unit = f" ({field.unit})" if field.unit else ""
+            raise ConfigError(f"value {x} out of range: expected a number in {br}{lo}, {hi}]{unit}", file=file, key=k)
+
+    kind = field.kind
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", file=file, key=key)
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", file=file, key=key)
+        return value
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"expected an integer, got {value!r}", file=file, key=key)
+        bounds(value)
+        return value
+    if kind == "float":
+        if not _is_num(value):
+            raise ConfigError(f"expected a number, got {value!r}", file=file, key=key)
+        bounds(float(value))
+        return float(value)
+    if kind in ("floats", "ints", "strs"):
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"expected a non-empty list, got {value!r}", file=file, key=key)
+        out = []
+        for i, v in enumerate(value):
+            sub = Field({"floats": "float", "ints": "int", "strs": "str"}[kind], field.unit, lo=field.lo, hi=field.hi,
+                        lo_open=field.lo_open)
+            out.append(_check(sub, v, f"{key}[{i}]", file))
+        return out
+    if kind == "matrix":
+        if (not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value)
+                or len({len(r) for r in value}) != 1):
+            raise ConfigError("expected a list of equal-length lists of numbers (a matrix)", file=file, key=key)
+        for i, row in enumerate(value):
+            for j, v in enumerate(row):
+                if not _is_num(v) or not math.isfinite(v):
+                    raise ConfigError(f"expected a finite number, got {v!r}", file=file, key=f"{key}[{i}][{j}]")
+        return [[float(v) for v in row] for row in value]
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def validate(raw: dict, file: str | None = None) -> dict:
+    """Check a raw scenario dict against the schema; return the resolved dict with defaults filled in."""
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a TOML table", file=file)
+    known = set(SECTIONS) | set(DYNAMIC_TABLES) | {"extends"}
+    for sec in raw:
+        if sec not in known:
+            raise _unknown(sec, sorted(known - {"extends"}), file)
+    out: dict = {}
+    for sec, fields in SECTIONS.items():
+        given = raw.get(sec)
+        if given is None:
+            raise ConfigError(f"missing section [{sec}]; add it or `extends = \"baseline\"`", file=file, key=sec)
+        if not isinstance(given, dict):
+            raise ConfigError("expected a table", file=file, key=sec)
+        dyn = DYNAMIC_TABLES.get(sec, {})
+        out[sec] = {}
+        for key, val in given.items():
+            if key in fields:
+                out[sec][key] = _check(fields[key], val, f"{sec}.{key}", file)
+            elif dyn and isinstance(val, dict):
+                continue  # a named table, checked below
+            else:
+                raise _unknown(f"{sec}.{key}", list(fields), file)
+        for key in fields:
+            if key not in out[sec]:
+                raise ConfigError(f"missing key; expected {fields[key].doc or fields[key].kind}", file=file,
+                                  key=f"{sec}.{key}")
+    # named tables
+    names = out["regimes"]["names"]
+    if len(set(names)) != len(names):
+        raise ConfigError("regime names must be unique", file=file, key="regimes.names")
+    reg_tables = {k: v for k, v in raw["regimes"].items() if isinstance(v, dict)}
+    for name in reg_tables:
+        if name not in names:
+            raise ConfigError(f"table [regimes.{name}] is not listed in regimes.names {names}", file=file,
+                              key=f"regimes.{name}")
+    if out["regimes"]["initial"] not in names:
+        raise ConfigError(f"'{out['regimes']['initial']}' is not one of regimes.names {names}", file=file,
+                          key="regimes.initial")
+    n = len(CORRELATED_SHOCKS)
+    for name in names:
+        out["regimes"][name] = _named_table(reg_tables.get(name, {}), DYNAMIC_TABLES["regimes"], f"regimes.{name}",
+                                            file)
+        corr = out["regimes"][name]["correlation"]
+        if corr is None:
+            out["regimes"][name]["correlation"] = np.eye(n).tolist()
+        else:
+            _check_correlation(corr, f"regimes.{name}.correlation", file)
+    holders = raw.get("holders", {})
+    if not isinstance(holders, dict):
+        raise ConfigError("expected a table of holders, e.g. [holders.japan]", file=file, key="holders")
+    out["holders"] = {}
+    for name, tab in holders.items():
+        if not isinstance(tab, dict):
+            raise ConfigError("expected a table like [holders.japan] with holdings = ...", file=file,
+                              key=f"holders.{name}")
+        out["holders"][name] = _named_table(tab, DYNAMIC_TABLES["holders"], f"holders.{name}", file)
+    _check_generator(out["regimes"]["generator"], len(names), file)
+    debt = out["debt"]
+    if not (len(debt["amounts"]) == len(debt["maturities"]) == len(debt["coupons"])):
+        raise ConfigError("debt.amounts, debt.maturities and debt.coupons must have the same length", file=file,
+                          key="debt")
+    # reporting dates past the horizon are dropped (the horizon itself is always reported), so --horizon works
+    mats = out["curve"]["maturities"]
+    if sorted(mats) != mats or len(set(mats)) != len(mats):
+        raise ConfigError("maturities must be strictly increasing", file=file, key="curve.maturities")
+    if 10.0 not in mats:
+        raise ConfigError("the maturity grid must contain 10 (the 10y drives the dynamics)", file=file,
+                          key="curve.maturities")
+    if not isinstance(raw["scenario"].get("portfolio", ""), str):
+        raise ConfigError("expected a portfolio name or path", file=file, key="scenario.portfolio")
+    return out
+
+
+def _named_table(tab: dict, fields: dict[str, Field], prefix: str, file) -> dict:
+    out = {}
+    for key, val in tab.items():
+        if key not in fields:
+            raise _unknown(f"{prefix}.{key}", list(fields), file)
+        out[key] = _check(fields[key], val, f"{prefix}.{key}", file)
+    for key, f in fields.items():
+        out.setdefault(key, f.default)
+    return out
+
+
+def _check_generator(q: list, n: int, file):
+    a = np.asarray(q)
+    if a.shape != (n, n):
+        raise ConfigError(f"expected a {n}x{n} matrix (one row and column per regime), got shape {a.shape}",
+                          file=file, key="regimes.generator")
+    for i in range(n):
+        for j in range(n):
+            if i != j and a[i, j] < 0:
+                raise ConfigError("off-diagonal intensities must be >= 0", file=file,
+                                  key=f"regimes.generator[{i}][{j}]")
+        if abs(a[i].sum()) > 1e-6 * max(1.0, np.abs(a[i]).sum()):
+            raise ConfigError(f"row {i} sums to {a[i].sum():.6g}; each row of a generator must sum to zero "
+                              "(diagonal = minus the sum of the off-diagonal intensities)", file=file,
+                              key=f"regimes.generator[{i}]")
+
+
+def _check_correlation(c: list, key: str, file):
+    a = np.asarray(c)
+    n = len(CORRELATED_SHOCKS)
+    if a.shape != (n, n):
+        raise ConfigError(f"expected a {n}x{n} matrix over ({', '.join(CORRELATED_SHOCKS)}), got shape {a.shape}",
+                          file=file, key=key)
+    if not np.allclose(a, a.T, atol=1e-12):
+        raise ConfigError("correlation matrix must be symmetric", file=file, key=key)
+    if not np.allclose(np.diag(a), 1.0, atol=1e-12):
+        raise ConfigError("correlation matrix must have ones on the diagonal", file=file, key=key)
+    if np.linalg.eigvalsh(a).min() <= 1e-10:
+        raise ConfigError("correlation matrix is not positive definite; reduce the off-diagonal entries",
+                          file=file, key=key)
+
+
+def n_steps(resolved: dict) -> int:
+    sim = resolved["simulation"]
+    return max(1, int(round(sim["horizon"] * sim["steps_per_year"])))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parameters
+
+
+class Params(eqx.Module):
+    """Frozen parameters of one scenario. `values` maps dotted config keys to array leaves (the drivers)."""
+
+    values: dict[str, jax.Array]
+    portfolio: Portfolio
+    regime_names: tuple[str, ...] = eqx.field(static=True)
+    holder_names: tuple[str, ...] = eqx.field(static=True)
+    maturities: tuple[float, ...] = eqx.field(static=True)
+    debt_maturities: tuple[float, ...] = eqx.field(static=True)
+    steps_per_year: int = eqx.field(static=True)
+    n_steps: int = eqx.field(static=True)
+    initial_regime: int = eqx.field(static=True)
+
+    def __getitem__(self, key: str) -> jax.Array:
+        return self.values[key]
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.steps_per_year
+
+
+def _leaves(resolved: dict) -> dict[str, np.ndarray]:
+    out = {}
+    for sec, fields in SECTIONS.items():
+        for key, f in fields.items():
+            v = resolved[sec][key]
+            if f.kind == "bool":
+                out[f"{sec}.{key}"] = np.asarray(float(v))
+            elif f.kind in ("float", "floats", "matrix") and not f.static:
+                out[f"{sec}.{key}"] = np.asarray(v, dtype=np.float64)
+    for table, fields in DYNAMIC_TABLES.items():
+        for name, tab in resolved[table].items():
+            if not isinstance(tab, dict):
+                continue
+            for key, f in fields.items():
+                out[f"{table}.{name}.{key}"] = np.asarray(tab[key], dtype=np.float64)
+    return out
+
+
+def make_params(resolved: dict, portfolio: Portfolio, dtype=None) -> Params:
+    dtype = dtype or jnp.result_type(float)
+    values = {k: jnp.asarray(v, dtype=dtype) for k, v in _leaves(resolved).items()}
+    portfolio = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=dtype), portfolio)
+    names = tuple(resolved["regimes"]["names"])
+    return Params(
+        values=values,
+        portfolio=portfolio,
+        regime_names=names,
+        holder_names=tuple(resolved["holders"]),
+        maturities=tuple(resolved["curve"]["maturities"]),
+        debt_maturities=tuple(resolved["debt"]["maturities"]),
+        steps_per_year=resolved["simulation"]["steps_per_year"],
+        n_steps=n_steps(resolved),
+        initial_regime=names.index(resolved["regimes"]["initial"]),
+    )
+
+
+class Scenario:
+    """A validated scenario: the resolved config, its portfolio and its parameters."""
+
+    def __init__(self, resolved: dict, file: str | None, portfolio: Portfolio, portfolio_file: str):
+        self.config = resolved
+        self.file = file
+        self.portfolio = portfolio
+        self.portfolio_file = portfolio_file
+
+    @property
+    def name(self) -> str:
+        return self.config["scenario"]["name"]
+
+    def params(self, dtype=None) -> Params:
+        return make_params(self.config, self.portfolio, dtype)
+
+    def hash(self) -> str:
+        blob = json.dumps({"config": self.config, "portfolio": jax.tree_util.tree_map(
+            lambda x: np.asarray(x).tolist(), eqx.filter(self.portfolio, eqx.is_array)).__repr__()},
+            sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_toml(self) -> str:
+        return to_toml(self.config)
+
+
+def load_scenario(name_or_path: str = DEFAULT_SCENARIO, overrides=(), portfolio: str | None = None,
+                  horizon: float | None = None, steps_per_year: int | None = None) -> Scenario:
+    """Read, override and validate a scenario; load its portfolio."""
+    raw, file = read_scenario_dict(name_or_path)
+    for ov in overrides:
+        try:
+            apply_override(raw, ov)
+        except ConfigError as e:
+            raise ConfigError(f"--set {ov}: {e}") from None
+    if horizon is not None:
+        raw.setdefault("simulation", {})["horizon"] = horizon
+    if steps_per_year is not None:
+        raw.setdefault("simulation", {})["steps_per_year"] = steps_per_year
+    if portfolio is not None:
+        raw.setdefault("scenario", {})["portfolio"] = portfolio
+    resolved = validate(raw, file)
+    pname = resolved["scenario"]["portfolio"]
+    if pname.endswith(".toml") and not pathlib.Path(pname).is_absolute() and file:
+        cand = pathlib.Path(file).parent / pname
+        if cand.is_file():
+            pname = str(cand)
+    port = load_portfolio(pname)
+    return Scenario(resolved, file, port, pname)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# TOML writer (the resolved config round-trips: load(to_toml(c)) == c)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def to_toml(d: dict, prefix: str = "") -> str:
+    lines = []
+    scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+    if prefix and (scalars or not tables):
+        lines.append(f"[{prefix}]")
+    for k, v in scalars.items():
+        if v is not None:
+            lines.append(f"{k} = {_fmt(v)}")
+    if scalars:
+        lines.append("")
+    for k, v in tables.items():
+        lines.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""Errors raised for bad input. The CLI turns these into one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A scenario, portfolio or data file is malformed or inconsistent.
+
+    The message names the file, the key and what is expected, so it can be shown to a user as it is.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+        self.file = file
+        self.key = key
+        where = []
+        if file:
+            where.append(str(file))
+        if key:
+            where.append(f"key '{key}'")
+        prefix = ": ".join([", ".join(where)]) + ": " if where else ""
+        super().__init__(prefix + message)
+
+
+class DataError(ConfigError):
+    """A data file (CSV) is missing, malformed or too short for the requested window."""

@@ -1,0 +1,135 @@
+"""Run outputs: summary.json, quantiles.csv, paths.npz, written atomically.
+
+Everything goes to a fresh temporary directory beside the target, which is renamed into place at the end; an
+existing directory of the same name is replaced only then, so an interrupted or failed run never leaves a
+half-written output and never destroys an earlier one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import jax
+import numpy as np
+
+from ._curve import zero_yields
+from ._metrics import QUANTILES, summarize, unit_of
+from ._portfolio import risk_report
+from ._simulate import PERCENT, SimulationResult
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike):
+    """Yield a temporary directory; on success it replaces `target`, on failure it is removed."""
+    target = pathlib.Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def initial_curve(res: SimulationResult) -> dict[str, float]:
+    v = res.params.values
+    mats = np.asarray(res.params.maturities)
+    y = zero_yields(mats, v["initial.r"], v["initial.pi"], v["initial.tau"], v["initial.r_star"], v["initial.p"],
+                    v["curve.k"], v["curve.kc"], v["curve.mu"])
+    return {f"{m:g}": round(float(x) * 100, 6) for m, x in zip(mats, np.asarray(y))}
+
+
+def portfolio_risk(res: SimulationResult) -> dict:
+    v = res.params.values
+
+    def zero_fn0(m):
+        return zero_yields(m, v["initial.r"], v["initial.pi"], v["initial.tau"], v["initial.r_star"], v["initial.p"],
+                           v["curve.k"], v["curve.kc"], v["curve.mu"])
+
+    rep = risk_report(res.params.portfolio, zero_fn0, res.params.maturities)
+    return {
+        "name": res.params.portfolio.name,
+        "file": res.scenario.portfolio_file,
+        "pv_bn": rep["pv"],
+        "dv01_bn": rep["dv01"],
+        "key_rate_dv01_bn": {f"{float(k):g}": val for k, val in rep["key_rate_dv01"].items()},
+    }
+
+
+def summary_dict(res: SimulationResult, version: str, level: float = 5.0) -> dict:
+    metrics = summarize(res.metrics, level)
+    cfg = res.scenario.config
+    steps = res.params.n_steps
+    return {
+        "scenario": res.scenario.name,
+        "description": cfg["scenario"]["description"],
+        "config_file": res.scenario.file,
+        "config_hash": res.scenario.hash(),
+        "seed": res.seed,
+        "paths": res.n_paths,
+        "steps": steps,
+        "dt": res.params.dt,
+        "horizon_years": steps * res.params.dt,
+        "chunk_size": res.chunk_size,
+        "version": version,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "dtype": str(res.params.values["curve.k"].dtype),
+        "wall_time_s": round(res.wall_s, 3),
+        "first_chunk_s": round(res.compile_s, 3),
+        "path_steps_per_s": res.n_paths * steps / max(res.wall_s, 1e-9),
+        "initial_curve": initial_curve(res),
+        "portfolio": portfolio_risk(res),
+        "metrics": metrics,
+        "units": {k: unit_of(k) for k in metrics},
+    }
+
+
+def quantile_rows(res: SimulationResult):
+    spy = res.params.steps_per_year
+    qs = np.asarray(QUANTILES)
+    for j, step in enumerate(res.reports):
+        vals = np.quantile(res.snapshots[j].astype(np.float64), qs, axis=1)  # (q, variables)
+        days = step * 252 / spy
+        for i, var in enumerate(res.variables):
+            for qi, q in enumerate(qs):
+                yield (f"{days:g}", f"{step / spy:.6g}", var, f"{q:g}", f"{vals[qi, i]:.8g}")
+
+
+def write_outputs(res: SimulationResult, out_dir, version: str, paths_limit: int = 100_000,
+                  extra: dict | None = None) -> dict:
+    summary = summary_dict(res, version)
+    if extra:
+        summary.update(extra)
+    with atomic_dir(out_dir) as tmp:
+        with open(tmp / "quantiles.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["business_days", "t_years", "variable", "quantile", "value"])
+            w.writerows(quantile_rows(res))
+        if res.n_paths <= paths_limit:
+            np.savez_compressed(
+                tmp / "paths.npz", report_steps=np.asarray(res.reports), variables=np.asarray(res.variables),
+                snapshots=res.snapshots, **{f"metric_{k}": v for k, v in res.metrics.items()})
+        (tmp / "scenario.toml").write_text(res.scenario.to_toml())
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+    return summary
+
+
+def is_percent(var: str) -> bool:
+    return var.startswith(PERCENT)

@@ -1,0 +1,92 @@
+"""End-to-end: the CLI writes complete, consistent outputs; bad input exits 2 with one clear line."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxstress._cli import main
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "a"
+    rc = main(["run", "april_2025", "--paths", "512", "--seed", "3", "--out", str(out), "--horizon", "0.1",
+               "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_run_writes_summary_and_quantiles(small_run):
+    summary = json.loads((small_run / "summary.json").read_text())
+    for key in ("scenario", "seed", "paths", "steps", "dt", "version", "config_hash", "wall_time_s", "backend",
+                "initial_curve", "portfolio", "metrics"):
+        assert key in summary
+    assert summary["paths"] == 512 and summary["seed"] == 3 and summary["steps"] == 25
+    m = summary["metrics"]
+    for name in ("y10_change_bp_mean", "y30_change_bp_q99", "prob_y10_above_5pct", "portfolio_loss_var_99",
+                 "portfolio_loss_es_99", "foreign_sales_bn_mean", "forced_sales_bn_mean", "fed_purchases_bn_mean",
+                 "interest_cost_change_bn_mean"):
+        assert set(m[name]) == {"value", "stderr"} and np.isfinite(m[name]["value"])
+    assert m["portfolio_loss_es_99"]["value"] >= m["portfolio_loss_var_99"]["value"]
+    with open(small_run / "quantiles.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["business_days", "t_years", "variable", "quantile", "value"]
+    y10_0 = [r for r in rows if r["business_days"] == "0" and r["variable"] == "yield_10y"]
+    assert len(y10_0) == 7 and len({r["value"] for r in y10_0}) == 1  # initial state: all quantiles equal
+    assert float(y10_0[0]["value"]) == pytest.approx(summary["initial_curve"]["10"], abs=1e-4)
+    assert {"0", "5", "10", "21", "25"} <= {r["business_days"] for r in rows}
+    assert (small_run / "paths.npz").exists()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "jaxstress", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("extends = 'baseline'\n[curve\n", "malformed TOML"),
+        ("extends = 'baseline'\n[curve]\nkk = 1.0\n", "curve.kk"),
+        ("extends = 'baseline'\n[curve]\nk = 'fast'\n", "curve.k"),
+        ("extends = 'baseline'\n[regimes]\ngenerator = [[-1.0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]\n",
+         "regimes.generator[3]"),
+        ("extends = 'baseline'\n[holders.japan]\nholdings = -5.0\n", "holders.japan.holdings"),
+        ("extends = 'baseline'\n[regimes.calm]\ncorrelation = [[1, 0.99, 0.99, 0, 0], [0.99, 1, -0.99, 0, 0],"
+         " [0.99, -0.99, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]]\n", "positive definite"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(tmp_path, content, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(content)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier output")
+    r = main(["run", str(cfg), "--paths", "10", "--out", str(out), "--quiet"])
+    assert r == 2
+    assert (out / "keep.txt").read_text() == "earlier output"
+
+
+def test_bad_input_messages_via_subprocess(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("extends = 'baseline'\n[curve]\nkk = 1.0\n")
+    r = _cli("run", str(cfg), "--paths", "10", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "curve.kk" in r.stderr and "bad.toml" in r.stderr
+    r = _cli("run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "missing.toml" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("run", "no_such_scenario", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "no_such_scenario" in r.stderr
+    r = _cli("run", "--paths", "-3")
+    assert r.returncode == 2 and "--paths" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_scenarios_lists_shipped():
+    r = _cli("scenarios")
+    assert r.returncode == 0
+    assert "april_2025" in r.stdout and "baseline" in r.stdout
