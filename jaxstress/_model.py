@@ -160,12 +160,17 @@ def step(prep: Prep, t, s: State, normal: Float[Array, " 10"], uniform: Float[Ar
     dys = dysfunction(prep, s, y10)
 
     # regime: transition at the start of the step; w is the one-hot of the regime in force during the step
+    # (one-hot weights and elementwise sums, not tiny matmuls or gathers: under vmap those lower to slow
+    # batched dots on CPU, while these fuse into the step's single elementwise kernel)
     n_reg = prep.cum_p.shape[0]
-    nxt = sample_next(prep.cum_p[s.regime], uniform[0])
-    logp = s.logp + prep.log_p[s.regime, nxt]
+    w_old = (jnp.arange(n_reg) == s.regime).astype(y10.dtype)
+    cum_row = jnp.sum(w_old[:, None] * prep.cum_p, axis=0)
+    nxt = sample_next(cum_row, uniform[0])
     w = (jnp.arange(n_reg) == nxt).astype(y10.dtype)
-    rg = {f: w @ a for f, a in prep.reg.items() if f != "correlation"}
-    z = jnp.einsum("r,rij,j->i", w, prep.chol, normal[:5])
+    logp = s.logp + jnp.sum(w_old[:, None] * prep.log_p * w[None, :])
+    rg = {f: jnp.sum(w * a) for f, a in prep.reg.items() if f != "correlation"}
+    chol = jnp.sum(w[:, None, None] * prep.chol, axis=0)
+    z = jnp.sum(chol * normal[None, :5], axis=1)
 
     # announcement jumps
     jump = (uniform[1] < -jnp.expm1(-rg["jump_intensity"] * dt)).astype(y10.dtype)

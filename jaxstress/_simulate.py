@@ -26,6 +26,7 @@ from ._model import N_NORMAL, N_UNIFORM, Prep, State, initial_state, prepare, st
 from ._portfolio import portfolio_value
 
 BLOCK = 256
+PRNG_IMPL = "rbg"  # XLA RngBitGenerator: ~15x faster than threefry on CPU; keys still derived by fold_in
 
 
 def report_steps(config: dict, n_steps: int) -> tuple[int, ...]:
@@ -130,30 +131,32 @@ def path_metrics(names: tuple[str, ...], obs0: jax.Array, obs1: jax.Array, s: St
 
 
 def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, ...]):
-    """Core loop shared by the keyed and the injected-draws entry points. Returns (metrics, snapshots, final)."""
+    """Core loop shared by the keyed and the injected-draws entry points. Returns (metrics, snapshots, final).
+
+    An outer `lax.scan` runs over the reporting intervals; inside each, a `fori_loop` with traced bounds advances
+    the paths step by step (one compiled loop body however many reporting dates there are), and the reporting
+    variables are observed once per interval. Forward only: gradients use `final_state` (a checkpointed scan).
+    """
     prep = prepare(params)
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
     obs0 = observe(params, prep, state, jnp.zeros((), prep.y10_0.dtype))
-    slot = np.full(params.n_steps + 1, -1, np.int32)
-    for i, d in enumerate(reports):
-        slot[d] = i
-    slot = jnp.asarray(slot)
-    snaps = jnp.zeros((len(reports),) + obs0.shape, obs0.dtype).at[0].set(obs0)
     step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
     dt = params.dt
+    bounds = np.asarray(reports, np.int32)
 
-    def body(carry, t):
-        state, snaps = carry
+    def advance(t, state):
         normal, uniform = draw(t)
-        state = step_b(prep, t * dt, state, normal, uniform)
-        i = slot[t + 1]
-        snaps = jax.lax.cond(i >= 0, lambda sn: sn.at[i].set(observe(params, prep, state, (t + 1) * dt)),
-                             lambda sn: sn, snaps)
-        return (state, snaps), None
+        return step_b(prep, t * dt, state, normal, uniform)
 
-    (state, snaps), _ = jax.lax.scan(body, (state, snaps), jnp.arange(params.n_steps))
+    def interval(state, lo_hi):
+        lo, hi = lo_hi
+        state = jax.lax.fori_loop(lo, hi, advance, state)
+        return state, observe(params, prep, state, hi * dt)
+
+    state, obs = jax.lax.scan(interval, state, (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
+    snaps = jnp.concatenate([obs0[None], obs], axis=0)
     metrics = path_metrics(names, obs0, snaps[-1], state)
     return metrics, snaps, state
 
@@ -222,7 +225,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
     reports = report_steps(scenario.config, params.n_steps)
     blocks_total = -(-n_paths // BLOCK)
     chunk_blocks = max(1, min(blocks_total, -(-chunk_size // BLOCK)))
-    key = jax.random.key(seed)
+    key = jax.random.key(seed, impl=PRNG_IMPL)
     t0 = time.perf_counter()
     metric_parts, snap_parts, kept = [], [], 0
     compile_s = 0.0
