@@ -71,9 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--paths-npz-limit", type=int, default=100_000,
                      help="write paths.npz only for runs of at most this many paths (default 100000)")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG charts (report.html is still written)")
 
     sc = sub.add_parser("scenarios", help="list the shipped scenarios")
     sc.add_argument("--show", metavar="NAME", help="print a shipped scenario file with its comments")
+
+    cmp = sub.add_parser("compare", help="print the key metrics of several runs side by side, write compare.png")
+    cmp.add_argument("runs", nargs="+", metavar="DIR", help="output directories of `jaxstress run`")
+    cmp.add_argument("--out", default="compare", help="directory for compare.png (default ./compare)")
+
+    val = sub.add_parser("validate", help="check a scenario config without running it")
+    val.add_argument("scenario", help="shipped scenario name or path to a TOML file")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value (repeatable)")
+    val.add_argument("--portfolio", help="shipped portfolio name or path to a portfolio TOML")
+    val.set_defaults(horizon=None, steps_per_year=None)
     return parser
 
 
@@ -108,8 +120,26 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _write_charts_and_report(res, args, out_dir) -> None:
+    """Draw the charts and report.html into the run's (temporary, atomic) output directory."""
+    import json
+
+    from ._report import scenario_source_text, write_report
+
+    summary = json.loads((out_dir / "summary.json").read_text())
+    pngs = []
+    if not args.no_plots:
+        from ._plots import draw_all
+
+        pngs = draw_all(res, summary, out_dir)
+    write_report(out_dir, summary, pngs, scenario_source_text(res.scenario.file, args.overrides))
+
+
 def cmd_run(args) -> int:
+    import functools
+
     from ._output import write_outputs
+    from ._progress import Progress
     from ._simulate import simulate
 
     if args.float64:
@@ -118,11 +148,15 @@ def cmd_run(args) -> int:
         jax.config.update("jax_enable_x64", True)
     scenario = _load(args)
     t0 = time.perf_counter()
-    res = simulate(scenario, args.paths, seed=args.seed, chunk_size=args.chunk_size)
-    summary = write_outputs(res, args.out, _version(), paths_limit=args.paths_npz_limit)
+    with Progress(quiet=args.quiet) as progress:
+        progress.start(args.paths)
+        res = simulate(scenario, args.paths, seed=args.seed, chunk_size=args.chunk_size, progress=progress)
+    summary = write_outputs(res, args.out, _version(), paths_limit=args.paths_npz_limit,
+                            extra_writer=functools.partial(_write_charts_and_report, res, args))
     if not args.quiet:
         print(format_table(summary))
-        print(f"wrote {args.out}/summary.json, quantiles.csv{', paths.npz' if args.paths <= args.paths_npz_limit else ''}"
+        npz = ", paths.npz" if args.paths <= args.paths_npz_limit else ""
+        print(f"wrote {args.out}/summary.json, quantiles.csv{npz}{'' if args.no_plots else ', charts'}, report.html"
               f" in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -140,6 +174,86 @@ def cmd_scenarios(args) -> int:
     return 0
 
 
+def _read_summary(run_dir: str) -> dict:
+    import json
+    import pathlib
+
+    from ._errors import ConfigError
+
+    path = pathlib.Path(run_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("no summary.json here; give output directories of `jaxstress run`", file=run_dir) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", file=str(path)) from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"malformed JSON: {e}", file=str(path)) from None
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    if not isinstance(metrics, dict) or not all(
+            isinstance(m, dict) and isinstance(m.get("value"), int | float) for m in metrics.values()):
+        raise ConfigError("not a jaxstress summary: expected 'metrics' mapping names to {value, stderr}",
+                          file=str(path), key="metrics")
+    data.setdefault("units", {})
+    return data
+
+
+def cmd_compare(args) -> int:
+    import os
+    import pathlib
+
+    from ._errors import ConfigError
+
+    summaries = [_read_summary(d) for d in args.runs]
+    labels = [pathlib.Path(d).name or str(d) for d in args.runs]
+    if len(set(labels)) < len(labels):
+        labels = [str(d) for d in args.runs]
+    keys = [k for k in KEY_METRICS if any(k in s["metrics"] for s in summaries)]
+    units = {k: next((s["units"].get(k) for s in summaries if s["units"].get(k)), "") for k in keys}
+
+    def cell(s, k):
+        m = s["metrics"].get(k)
+        if m is None:
+            return "-"
+        se = m.get("stderr")
+        return f"{m['value']:.4g} \u00b1 {se:.2g}" if isinstance(se, int | float) else f"{m['value']:.4g}"
+
+    def num(v, fmt):
+        return format(v, fmt) if isinstance(v, int | float) else "?"
+
+    width = max([22] + [len(lab) for lab in labels])
+    for lab, s in zip(labels, summaries):
+        print(f"{lab}: {s.get('scenario', '?')}, {num(s.get('paths'), ',')} paths, seed {s.get('seed', '?')}, "
+              f"horizon {num(s.get('horizon_years'), '.3g')} y")
+    print(f"{'metric':34s} " + " ".join(f"{lab:>{width}s}" for lab in labels) + "  unit")
+    for k in keys:
+        print(f"{k:34s} " + " ".join(f"{cell(s, k):>{width}s}" for s in summaries) + f"  {units[k]}")
+    from ._plots import compare_chart
+
+    out = pathlib.Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output directory: {e.strerror}", file=str(out)) from None
+    tmp = out / ".compare.png.tmp.png"
+    try:
+        compare_chart(summaries, labels, tmp)
+        os.replace(tmp, out / "compare.png")
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {out / 'compare.png'}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    scenario = _load(args)
+    cfg = scenario.config
+    n_holders = sum(isinstance(v, dict) for v in cfg["holders"].values())
+    print(f"ok: {scenario.name} ({len(cfg['regimes']['names'])} regimes, {n_holders} holders, "
+          f"portfolio {scenario.portfolio.name})")
+    return 0
+
+
 def main(argv=None) -> int:
     from ._errors import ConfigError
 
@@ -147,7 +261,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
-    handlers = {"run": cmd_run, "scenarios": cmd_scenarios}
+    handlers = {"run": cmd_run, "scenarios": cmd_scenarios, "compare": cmd_compare, "validate": cmd_validate}
     try:
         return handlers[args.command](args)
     except ConfigError as e:

@@ -147,6 +147,8 @@ def apply_override(raw: dict, assignment: str) -> None:
                 raise ConfigError(f"index {part} out of range", key=key)
             node = node[part]
             continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"'{parts[i - 1]}' is a value, not a table: cannot set a key inside it", key=key)
         if part not in node:
             if isinstance(nxt, int):
                 raise ConfigError("no such list to index", key=key)
@@ -292,6 +294,8 @@ def validate(raw: dict, file: str | None = None) -> dict:
     if not (len(debt["amounts"]) == len(debt["maturities"]) == len(debt["coupons"])):
         raise ConfigError("debt.amounts, debt.maturities and debt.coupons must have the same length", file=file,
                           key="debt")
+    if sum(debt["amounts"]) <= 0:
+        raise ConfigError("the debt buckets must hold a positive total", file=file, key="debt.amounts")
     # reporting dates past the horizon are dropped (the horizon itself is always reported), so --horizon works
     mats = out["curve"]["maturities"]
     if sorted(mats) != mats or len(set(mats)) != len(mats):
@@ -458,7 +462,8 @@ def load_scenario(name_or_path: str = DEFAULT_SCENARIO, overrides=(), portfolio:
     if pname.endswith(".toml") and not pathlib.Path(pname).is_absolute() and file:
         cand = pathlib.Path(file).parent / pname
         if cand.is_file():
-            pname = str(cand)
+            pname = str(cand.resolve())
+            resolved["scenario"]["portfolio"] = pname  # so the resolved config reloads from anywhere
     port = load_portfolio(pname)
     return Scenario(resolved, file, port, pname)
 
@@ -475,10 +480,29 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
     if isinstance(v, str):
-        return json.dumps(v)
+        return _toml_string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     raise TypeError(type(v))
+
+
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_string(v: str) -> str:
+    out = []
+    for ch in v:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(k: str) -> str:
+    return k if _BARE.match(k) else _toml_string(k)
 
 
 def to_toml(d: dict, prefix: str = "") -> str:
@@ -489,9 +513,9 @@ def to_toml(d: dict, prefix: str = "") -> str:
         lines.append(f"[{prefix}]")
     for k, v in scalars.items():
         if v is not None:
-            lines.append(f"{k} = {_fmt(v)}")
+            lines.append(f"{_toml_key(k)} = {_fmt(v)}")
     if scalars:
         lines.append("")
     for k, v in tables.items():
-        lines.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
+        lines.append(to_toml(v, f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k)))
     return "\n".join(lines)

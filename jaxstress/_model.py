@@ -52,6 +52,7 @@ class Prep(eqx.Module):
     load_debt: Float[Array, "3 K"]
     debt_share: Float[Array, " K"]
     debt_mat: Float[Array, " K"]
+    jump_p: Float[Array, " R"]
     y10_0: Float[Array, ""]
     dt: float = eqx.field(static=True)
 
@@ -68,15 +69,21 @@ def prepare(params: Params) -> Prep:
         for f in ("holdings", "sell_rate", "procyclical_rates", "procyclical_dollar", "fima_share",
                   "program_total", "program_start", "program_months")
     }
-    p = transition_matrix(v["regimes.generator"], dt)
+    # the diagonal follows from the off-diagonal intensities, so a derivative with respect to an off-diagonal
+    # entry moves its row's diagonal too (rows keep summing to zero) and the diagonal itself is not a driver
+    q = v["regimes.generator"]
+    off = q * (1.0 - jnp.eye(q.shape[0], dtype=q.dtype))
+    p = transition_matrix(off - jnp.diag(jnp.sum(off, axis=1)), dt)
     chol = jnp.linalg.cholesky(reg["correlation"])
+    jump_p = -jnp.expm1(-reg["jump_intensity"] * dt)  # per-step jump probability by regime
     l10 = jnp.stack(loadings(10.0, k, kc, mu))
     l2 = jnp.stack(loadings(2.0, k, kc, mu))
     debt_mat = jnp.asarray(params.debt_maturities, l10.dtype)
     ld = jnp.stack(loadings(debt_mat, k, kc, mu))
     amounts = v["debt.amounts"]
     prep = Prep(v=dict(v), reg=reg, hold=hold, cum_p=jnp.cumsum(p, axis=1), log_p=jnp.log(jnp.maximum(p, 1e-30)),
-                chol=chol, load_10=l10, load_2=l2, load_debt=ld, debt_share=amounts / jnp.sum(amounts), debt_mat=debt_mat,
+                chol=chol, load_10=l10, load_2=l2, load_debt=ld, debt_share=amounts / jnp.sum(amounts),
+                debt_mat=debt_mat, jump_p=jump_p,
                 y10_0=jnp.zeros(()), dt=dt)
     y10_0 = _yield(prep.load_10, v["initial.r"], v["initial.pi"], v["initial.tau"], v["initial.r_star"],
                    v["initial.p"])
@@ -92,7 +99,7 @@ class State(eqx.Module):
     """State of one path (scalars unless noted)."""
 
     regime: Int[Array, ""]
-    logp: Float[Array, ""]  # log-probability of the regime path so far
+    logp: Float[Array, ""]  # log-probability of the discrete draws so far (regime path, jump occurrences)
     r: Float[Array, ""]  # short rate
     pi: Float[Array, ""]  # long-run inflation expectations
     tau_f: Float[Array, ""]  # fundamental term premium
@@ -173,7 +180,11 @@ def step(prep: Prep, t, s: State, normal: Float[Array, " 10"], uniform: Float[Ar
     z = jnp.sum(chol * normal[None, :5], axis=1)
 
     # announcement jumps
-    jump = (uniform[1] < -jnp.expm1(-rg["jump_intensity"] * dt)).astype(y10.dtype)
+    pj = jnp.sum(w * prep.jump_p)
+    hit = uniform[1] < pj
+    jump = hit.astype(y10.dtype)
+    # log-probability of the jump draw (for score-function gradients w.r.t. intensities); safe where unused
+    logp = logp + jnp.where(hit, jnp.log(jnp.where(hit, pj, 1.0)), jnp.log1p(-jnp.where(hit, 0.0, pj)))
     j_pi = jump * (rg["jump_pi_mean"] + rg["jump_pi_sd"] * normal[8])
     j_tau = jump * (rg["jump_tau_mean"] + rg["jump_tau_sd"] * normal[9])
 
@@ -213,7 +224,8 @@ def step(prep: Prep, t, s: State, normal: Float[Array, " 10"], uniform: Float[Ar
     width = v["basis_funds.width"]
     equity_pos = jnp.maximum(s.fund_eq, 0.0)
     excess = smooth_relu(s.fund_pos - equity_pos / haircut, width)
-    forced = s.fund_pos - smooth_relu(s.fund_pos - excess, width)  # smooth min(excess, position)
+    # smooth min(excess, position), clipped to [0, position]: the smoothing never sells what is not held
+    forced = jnp.clip(s.fund_pos - smooth_relu(s.fund_pos - excess, width), 0.0, jnp.maximum(s.fund_pos, 0.0))
     target_pos = jnp.minimum(v["basis_funds.leverage"] * equity_pos, equity_pos / haircut)
     relever = v["basis_funds.relever"] * jnp.maximum(target_pos - s.fund_pos, 0.0) * dt
     fund_pos = s.fund_pos - forced + relever

@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -113,7 +114,7 @@ def quantile_rows(res: SimulationResult):
 
 
 def write_outputs(res: SimulationResult, out_dir, version: str, paths_limit: int = 100_000,
-                  extra: dict | None = None) -> dict:
+                  extra: dict | None = None, extra_writer: Callable[[pathlib.Path], None] | None = None) -> dict:
     summary = summary_dict(res, version)
     if extra:
         summary.update(extra)
@@ -128,6 +129,8 @@ def write_outputs(res: SimulationResult, out_dir, version: str, paths_limit: int
                 snapshots=res.snapshots, **{f"metric_{k}": v for k, v in res.metrics.items()})
         (tmp / "scenario.toml").write_text(res.scenario.to_toml())
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+        if extra_writer is not None:
+            extra_writer(tmp)  # more files (charts, report) into the same atomic directory
     return summary
 
 

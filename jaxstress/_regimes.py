@@ -19,7 +19,7 @@ def sample_next(
     cum_row: Float[Array, " R"], u: Float[Array, ""]
 ) -> Int[Array, ""]:
     """Inverse-CDF draw of the next regime from the cumulative row of the current regime and a uniform u."""
-    return jnp.sum(u > cum_row[:-1]).astype(jnp.int32)
+    return jnp.sum(u >= cum_row[:-1]).astype(jnp.int32)  # regime k iff cum[k-1] <= u < cum[k]
 
 
 def stationary_distribution(generator) -> np.ndarray:

@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.random import threefry_2x32
 
 from ._config import Params, Scenario
 from ._curve import par_yield_from_zero, zero_yields
@@ -26,7 +27,7 @@ from ._model import N_NORMAL, N_UNIFORM, Prep, State, initial_state, prepare, st
 from ._portfolio import portfolio_value
 
 BLOCK = 256
-PRNG_IMPL = "rbg"  # XLA RngBitGenerator: ~15x faster than threefry on CPU; keys still derived by fold_in
+PRNG_IMPL = "threefry2x32"  # the seed's key; draws are counter-based threefry on (path index, step)
 
 
 def report_steps(config: dict, n_steps: int) -> tuple[int, ...]:
@@ -161,16 +162,65 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     return metrics, snaps, state
 
 
-def _block_draws(key, block_ids, dtype):
-    def draw(t):
-        def one(b):
-            kb = jax.random.fold_in(jax.random.fold_in(key, b), t)
-            kn, ku = jax.random.split(kb)
-            return (jax.random.normal(kn, (BLOCK, N_NORMAL), dtype),
-                    jax.random.uniform(ku, (BLOCK, N_UNIFORM), dtype))
+def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int | None = None):
+    """Per-path metrics at the horizon, differentiable and memory-bounded: returns (metrics, final State).
 
-        n, u = jax.vmap(one)(block_ids)
-        return n.reshape(-1, N_NORMAL), u.reshape(-1, N_UNIFORM)
+    Reverse mode through `lax.scan` stores the carry of every step it differentiates; here the steps are
+    grouped into segments of about sqrt(T) whose inner scans are rematerialised (`jax.checkpoint`), so the
+    backward pass keeps ~2 sqrt(T) states per path instead of T, and each step's internals are recomputed
+    rather than stored. Steps past the horizon in the last segment are masked out.
+    """
+    prep = prepare(params)
+    names = variable_names(params)
+    s0 = initial_state(prep, params.initial_regime)
+    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
+    obs0 = observe(params, prep, state, jnp.zeros((), prep.y10_0.dtype))
+    n = params.n_steps
+    seg = segment or max(1, int(round(np.sqrt(n))))
+    n_seg = -(-n // seg)
+    step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
+    dt = params.dt
+
+    def one(state, t):
+        normal, uniform = draw(jnp.minimum(t, n - 1))
+        new = step_b(prep, t * dt, state, normal, uniform)
+        if n_seg * seg != n:
+            new = jax.tree_util.tree_map(lambda a, b: jnp.where(t < n, a, b), new, state)
+        return new, None
+
+    @jax.checkpoint
+    def segment_fn(state, j):
+        state, _ = jax.lax.scan(one, state, j * seg + jnp.arange(seg))
+        return state, None
+
+    state, _ = jax.lax.scan(segment_fn, state, jnp.arange(n_seg))
+    obs1 = observe(params, prep, state, n * dt)
+    return path_metrics(names, obs0, obs1, state), state
+
+
+def _block_draws(key, block_ids, dtype):
+    """Draws for the paths of the given blocks: counter-based, so path i's stream depends only on the seed and i.
+
+    Each path-step needs 12 uniforms: the 32-bit words of threefry2x32(key, (path index, 6 t + j)) for
+    j = 0..5. Ten become standard normals by the inverse CDF (sqrt(2) erfinv(2u - 1)), two stay uniforms in
+    (0, 1). Elementwise in the path index, the result is the same however paths are chunked or sharded.
+    """
+    kd = jax.random.key_data(key).astype(jnp.uint32).reshape(-1)[:2]
+    ids = (block_ids.astype(jnp.uint32)[:, None] * BLOCK + jnp.arange(BLOCK, dtype=jnp.uint32)[None, :]).reshape(-1)
+    n = ids.shape[0]
+    j = jnp.arange(6, dtype=jnp.uint32)
+    x0 = jnp.broadcast_to(ids[None, :], (6, n)).reshape(-1)
+    wide = jnp.dtype(dtype) == jnp.float64
+
+    def draw(t):
+        x1 = jnp.broadcast_to((jnp.asarray(t).astype(jnp.uint32) * 6 + j)[:, None], (6, n)).reshape(-1)
+        bits = threefry_2x32(kd, jnp.concatenate([x0, x1])).reshape(12, n)
+        if wide:
+            u = (bits.astype(dtype) + 0.5) * 2.0**-32
+        else:
+            u = (jnp.right_shift(bits, 8).astype(dtype) + 0.5) * 2.0**-24
+        normal = jnp.sqrt(jnp.asarray(2.0, dtype)) * jax.lax.erf_inv(2.0 * u[:N_NORMAL] - 1.0)
+        return normal.T, u[N_NORMAL:].T
 
     return draw
 

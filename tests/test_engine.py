@@ -1,0 +1,455 @@
+"""The stress engine: closed forms (OU moments, curve limits, regime chain), mechanisms and invariants.
+
+Everything here runs in float64. Compiling the simulator is the expensive part (seconds per shape), so all
+simulations share one compiled function: they all run `april_2025` (initial regime tariff_shock) over the same
+horizon (a quarter of daily steps) with the same chunk size, and differ only in numeric config values (leaves of
+the parameter pytree) and in the number of chunks. Closed-form checks switch the scenario's shocks off with
+`--set`-style overrides; the chunk-size test adds two chunk shapes.
+
+Statistical tolerances are Z = 4 Monte Carlo standard errors (a false alarm has probability ~6e-5 per check, and
+the seeds are fixed, so the tests are deterministic).
+"""
+
+import functools
+import math
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import scipy.linalg  # noqa: E402
+
+from jaxstress import ConfigError, _simulate, load_scenario, simulate  # noqa: E402
+from jaxstress._curve import loadings, par_yield_from_zero, zero_yields  # noqa: E402
+from jaxstress._metrics import summarize  # noqa: E402
+from jaxstress._regimes import sample_next, stationary_distribution, transition_matrix  # noqa: E402
+from jaxstress._simulate import BLOCK, METRIC_NAMES  # noqa: E402
+
+Z = 4.0  # tolerance in standard errors
+HORIZON = 0.25  # years: 63 daily steps; reporting steps 0, 5, 10, 21, 63
+CHUNK = 1024  # paths per chunk for every run (4 blocks): keeps the compiled shapes fixed
+PATHS = 4096
+
+# Every shock and flow of `april_2025` switched off; the regime stays in tariff_shock (so its shifts and volatility
+# multipliers enter the closed forms below). Drivers either do not revert (k = 0) or sit at their targets: the term
+# premium starts at its tariff_shock target (mean + tau_shift), the short rate at r_star + pi, its target when the
+# reaction function has phi_pi = phi_stress = 0. The basis-fund rule is made hard (width 0): with a smooth rule and
+# no position the funds trade anyway (see test_no_basis_funds_means_no_forced_sales).
+ZERO_GENERATOR = "regimes.generator=" + str(np.zeros((4, 4)).tolist())
+QUIET = (
+    ZERO_GENERATOR, "regimes.tariff_shock.jump_intensity=0.0", "regimes.tariff_shock.foreign_selling=0.0",
+    "short_rate.sigma=0.0", "inflation.sigma=0.0", "term_premium.sigma=0.0", "neutral_rate.sigma=0.0",
+    "policy_path.sigma=0.0", "basis_funds.sigma_bp=0.0", "equity.sigma=0.0", "dollar.sigma=0.0",
+    "short_rate.phi_pi=0.0", "short_rate.phi_stress=0.0", "initial.r=0.0436",  # = r_star + pi at t=0
+    "initial.tau=0.01123",  # = term_premium.mean + tariff_shock.tau_shift
+    "inflation.k=0.0", "neutral_rate.k=0.0", "policy_path.k=0.0",
+    "holders.japan.procyclical_dollar=0.0", "holders.cayman.procyclical_rates=0.0",
+    "basis_funds.position=0.0", "basis_funds.width=0.0", "vol_funds.holdings=0.0", "fed.backstop=false",
+    "issuance.deficit=0.0", "issuance.absorption=0.0",  # the regime's multipliers would unbalance equal amounts
+)
+SCENARIO = "april_2025"
+
+
+def run(overrides=(), paths=PATHS, seed=0, chunk=CHUNK):
+    scenario = load_scenario(SCENARIO, overrides=list(overrides), horizon=HORIZON)
+    return simulate(scenario, paths, seed=seed, chunk_size=chunk)
+
+
+@functools.cache
+def cached_run(overrides=(), paths=PATHS, seed=0):
+    return run(overrides, paths, seed)
+
+
+def values(res, name, report=-1):
+    """Per-path values of a reported variable at one reporting date (index into res.reports)."""
+    return res.snapshots[report, res.variables.index(name)]
+
+
+def quantile_se(x, q):
+    """Standard error of an empirical quantile: half the order-statistic interval at q -/+ sqrt(q(1-q)/n)."""
+    d = math.sqrt(q * (1 - q) / x.size)
+    lo, hi = np.quantile(x, [q - d, q + d])
+    return (hi - lo) / 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# closed forms: the curve
+
+zero_yields_jit = jax.jit(zero_yields)
+loadings_jit = jax.jit(loadings)
+transition_matrix_jit = jax.jit(transition_matrix)
+CURVE_PARAMS = [(0.2094, 0.4792, 2.228), (0.05, 2.0, 0.5), (3.0, 0.01, 40.0)]
+STATE = dict(r=0.043, pi=0.0232, tau=0.0065, r_star=0.0204, p=-0.0217)
+
+
+@pytest.mark.parametrize("k, kc, mu", CURVE_PARAMS)
+def test_curve_short_end_is_the_short_rate(k, kc, mu):
+    y0 = zero_yields_jit(jnp.asarray([1e-12, 1e-9]), **STATE, k=k, kc=kc, mu=mu)
+    np.testing.assert_allclose(y0, STATE["r"], rtol=0, atol=1e-10)
+    # the loadings switch to a series below |x| = 1e-6: no jump across the switch
+    for x in (1e-6 * (1 - 1e-9), 1e-6 * (1 + 1e-9)):
+        b, _, _ = loadings_jit(jnp.asarray(x / k), k, kc, mu)
+        assert float(b) == pytest.approx(-math.expm1(-x) / x, rel=1e-13)
+    # and the slope at m = 0 is the derivative of the formula: y(m) = r + m y'(0) + O(m^2)
+    g10 = 1 - (1 - math.exp(-10 / mu)) / (10 / mu)
+    slope = (k / 2 * (STATE["r_star"] + STATE["pi"] - STATE["r"]) + kc / 2 * STATE["p"]
+             + STATE["tau"] / (2 * mu) / g10)
+    m = 1e-4
+    y = float(zero_yields_jit(jnp.asarray([m]), **STATE, k=k, kc=kc, mu=mu)[0])
+    assert (y - STATE["r"]) / m == pytest.approx(slope, rel=1e-3)
+
+
+@pytest.mark.parametrize("k, kc, mu", CURVE_PARAMS)
+def test_curve_long_end_limit(k, kc, mu):
+    g10 = 1 - (1 - math.exp(-10 / mu)) / (10 / mu)
+    limit = STATE["r_star"] + STATE["pi"] + STATE["tau"] / g10
+    m = np.array([1e3, 1e6, 1e9])
+    y = np.asarray(zero_yields_jit(jnp.asarray(m), **STATE, k=k, kc=kc, mu=mu))
+    # B = 1/(k m), C = 1/(kc m) - exp(-kc m) and G/G10 = (1 - mu/m)/G10 up to exp(-m/...): corrections O(1/m)
+    bound = (abs(STATE["r"] - STATE["r_star"] - STATE["pi"]) / k + abs(STATE["p"]) / kc
+             + abs(STATE["tau"]) * mu / g10) / m
+    assert np.all(np.abs(y - limit) <= 1.01 * bound + 1e-15), (y - limit, bound)
+    assert abs(y[-1] - limit) < 1e-8
+
+
+@pytest.mark.parametrize("k, kc, mu", CURVE_PARAMS)
+def test_term_premium_10y_loading_is_exactly_one(k, kc, mu):
+    assert float(loadings_jit(10.0, k, kc, mu)[2]) == 1.0
+    y = zero_yields_jit(jnp.asarray([10.0]), r=0.0, pi=0.0, tau=0.0123, r_star=0.0, p=0.0, k=k, kc=kc, mu=mu)
+    assert float(y[0]) == 0.0123
+
+
+PAR_MATURITIES = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 20.0, 30.0)
+
+
+@jax.jit
+def _flat_curve(c):
+    """Zero yields and par yields on the grid when r = c and r_star + pi = c (p = tau = 0): flat at c whatever
+    the loadings."""
+
+    def zero_fn(t):
+        return zero_yields(t, r=c, pi=0.6 * c, tau=0.0, r_star=0.4 * c, p=0.0, k=0.2094, kc=0.4792, mu=2.228)
+
+    return zero_fn(jnp.asarray(PAR_MATURITIES)), jnp.stack([par_yield_from_zero(zero_fn, m) for m in PAR_MATURITIES])
+
+
+@pytest.mark.parametrize("c", [-0.005, 0.001, 0.045, 0.12])
+def test_par_yield_of_flat_curve(c):
+    zeros, par = (np.asarray(a) for a in _flat_curve(c))
+    np.testing.assert_allclose(zeros, c, rtol=1e-13, atol=1e-16)
+    # semiannual coupons: the par yield of a flat continuously compounded curve is 2 (exp(c/2) - 1)
+    np.testing.assert_allclose(par[1:], 2 * math.expm1(c / 2), rtol=1e-12, atol=1e-16)
+    # below six months a bill has one payment: the simple rate over its life
+    assert par[0] == pytest.approx(math.expm1(0.25 * c) / 0.25, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# closed forms: the regime chain
+
+BASELINE_Q = np.array([[-0.5, 0.3, 0.1, 0.1], [4.0, -16.0, 4.0, 8.0], [2.0, 2.0, -10.0, 6.0], [3.0, 0.5, 0.5, -4.0]])
+APRIL_Q = np.array([[-0.5, 0.3, 0.1, 0.1], [2.0, -33.0, 6.0, 25.0], [1.0, 2.0, -9.0, 6.0], [2.0, 0.5, 1.5, -4.0]])
+# a fast-mixing chain (slowest decay rate 96/year): it forgets its start within a quarter
+FAST_Q = np.array([[-60.0, 30.0, 20.0, 10.0], [40.0, -80.0, 20.0, 20.0], [30.0, 30.0, -90.0, 30.0],
+                   [50.0, 10.0, 40.0, -100.0]])
+
+
+def _random_generator(seed, n=5):
+    rng = np.random.default_rng(seed)
+    q = rng.exponential(3.0, (n, n)) * (rng.random((n, n)) < 0.7)
+    np.fill_diagonal(q, 0.0)
+    np.fill_diagonal(q, -q.sum(axis=1))
+    return q
+
+
+@pytest.mark.parametrize("q", [BASELINE_Q, APRIL_Q, FAST_Q, _random_generator(1), _random_generator(2)])
+@pytest.mark.parametrize("dt", [1 / 252, 1 / 52, 1.0])
+def test_transition_matrix_is_expm(q, dt):
+    p = np.asarray(transition_matrix_jit(jnp.asarray(q), dt))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-14)
+    assert p.min() >= 0.0
+    np.testing.assert_allclose(p, scipy.linalg.expm(q * dt), rtol=1e-10, atol=1e-14)
+
+
+def test_stationary_distribution_solves_balance():
+    for q in (BASELINE_Q, APRIL_Q, FAST_Q, _random_generator(3)):
+        pi = stationary_distribution(q)
+        assert pi.min() > 0 and pi.sum() == pytest.approx(1.0, abs=1e-14)
+        np.testing.assert_allclose(pi @ q, 0.0, atol=1e-12 * np.abs(q).max())
+
+
+@pytest.mark.slow
+def test_regime_chain_occupancy_matches_stationary_distribution():
+    """Ten years of weekly steps from the most likely regime: late occupancy is the stationary distribution."""
+    dt, n_steps, n_paths = 1 / 52, 520, 4000
+    pi = stationary_distribution(BASELINE_Q)
+    cum = jnp.cumsum(transition_matrix(jnp.asarray(BASELINE_Q), dt), axis=1)
+    start = int(np.argmax(pi))
+
+    @jax.jit
+    def chain(key):
+        u = jax.random.uniform(key, (n_steps, n_paths), jnp.float64)
+
+        def body(s, u_t):
+            nxt = jax.vmap(sample_next)(cum[s], u_t)
+            return nxt, nxt
+
+        return jax.lax.scan(body, jnp.full(n_paths, start, jnp.int32), u)[1]
+
+    path = np.asarray(chain(jax.random.key(2025)))  # (steps, paths)
+    late = path[n_steps // 2:]
+    # burn-in bias: the exact expected occupancy from the start state over the late window, vs pi
+    p = scipy.linalg.expm(BASELINE_Q * dt)
+    dist = np.eye(4)[start] @ np.linalg.matrix_power(p, n_steps // 2)
+    expected = np.zeros(4)
+    for _ in range(len(late)):
+        dist = dist @ p
+        expected += dist / len(late)
+    assert np.abs(expected - pi).max() < 1e-6
+    # time averages per path are i.i.d. across paths: their standard error comes from their spread
+    occ = (late[..., None] == np.arange(4)).mean(axis=0)  # (paths, regimes)
+    se = occ.std(axis=0, ddof=1) / math.sqrt(n_paths)
+    assert np.all(np.abs(occ.mean(axis=0) - pi) < Z * se), (occ.mean(axis=0), pi, se)
+    # occupancy at the last date across independent paths: binomial standard error
+    final = (path[-1][:, None] == np.arange(4)).mean(axis=0)
+    assert np.all(np.abs(final - pi) < Z * np.sqrt(pi * (1 - pi) / n_paths)), (final, pi)
+    # the chain really moves: every regime is visited
+    assert np.all(occ.mean(axis=0) > 0)
+
+
+@pytest.mark.slow
+def test_simulated_regimes_follow_the_chain():
+    """The regime variable of full simulations: occupancy at each reporting date is the row of P^n of the
+    initial regime, and the stationary distribution at the horizon (the fast chain has mixed by then)."""
+    n_paths = 8192
+    gen = "regimes.generator=" + str(FAST_Q.tolist())
+    res = cached_run((gen,), paths=n_paths)
+    pi = stationary_distribution(FAST_Q)
+    p = scipy.linalg.expm(FAST_Q * res.params.dt)
+    start = np.eye(4)[res.params.initial_regime]
+    for j, n in enumerate(res.reports):
+        exact = start @ np.linalg.matrix_power(p, n)
+        occ = (values(res, "regime", j)[:, None] == np.arange(4)).mean(axis=0)
+        se = np.sqrt(exact * (1 - exact) / n_paths)
+        assert np.all(np.abs(occ - exact) <= Z * se), (n, occ, exact)
+    assert np.abs(exact - pi).max() < 1e-9  # at the horizon
+    # the regime log-probability is the sum of log P along the path: finite and negative once paths move
+    logp = res.metrics["regime_logp"]
+    assert np.all(np.isfinite(logp)) and np.all(logp < 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# closed forms: OU drivers (exact moments of the Euler scheme, close to the continuous OU process)
+
+OU_PATHS = 8192
+OU_CASES = {
+    # driver section: (initial key, reported variable, x0, sigma)
+    "inflation": ("pi", "breakeven_10y", 0.035, 0.004),
+    "term_premium": ("tau", "term_premium_10y", 0.025, 0.006),
+    "short_rate": ("r", "short_rate", 0.02, 0.006),
+}
+
+
+def _ou_target_and_vol(cfg, driver, sigma):
+    """The OU target and volatility of a driver in the (frozen) initial regime, from the config."""
+    reg = cfg["regimes"][cfg["regimes"]["initial"]]
+    if driver == "inflation":
+        return cfg["inflation"]["mean"] + reg["pi_shift"] + cfg["inflation"]["pass_through"] * reg["tariff"], \
+            sigma * reg["pi_vol_mult"]
+    if driver == "term_premium":
+        return cfg["term_premium"]["mean"] + reg["tau_shift"], sigma * reg["tau_vol_mult"]
+    # short rate: target r_star + pi + phi_pi (pi - pi_star) - phi_stress dysfunction, with r_star, pi frozen
+    return cfg["initial"]["r_star"] + cfg["initial"]["pi"], sigma
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("driver", list(OU_CASES))
+def test_ou_driver_moments(driver):
+    init, variable, x0, sigma = OU_CASES[driver]
+    k = 4.0  # 1/year: e^{-kT} = 0.37 at the horizon, so both the decay and the stationary variance matter
+    res = cached_run(QUIET + (f"{driver}.k={k}", f"{driver}.sigma={sigma}", f"initial.{init}={x0}"),
+                     paths=OU_PATHS)
+    m, s = _ou_target_and_vol(res.scenario.config, driver, sigma)
+    assert abs(x0 - m) > 0.01  # the mean reversion is visible
+    dt, n_paths = res.params.dt, OU_PATHS
+    a = 1.0 - k * dt
+    for j, n in enumerate(res.reports[1:], start=1):
+        x = values(res, variable, j) / 100.0
+        mean_euler = m + (x0 - m) * a**n
+        var_euler = s**2 * dt * sum(a ** (2 * i) for i in range(n))
+        mean_ou = m + (x0 - m) * math.exp(-k * n * dt)
+        var_ou = s**2 / (2 * k) * -math.expm1(-2 * k * n * dt)
+        # the scheme is first order: both moments within k dt (relative) of the continuous process
+        assert abs(mean_euler - mean_ou) <= k * dt * abs(x0 - m)
+        assert abs(var_euler - var_ou) <= k * dt * var_ou
+        # Gaussian sample: se(mean) = sd / sqrt(n), se(variance) = var sqrt(2 / (n - 1))
+        assert abs(x.mean() - mean_euler) < Z * math.sqrt(var_euler / n_paths), (n, x.mean(), mean_euler)
+        assert abs(x.var(ddof=1) - var_euler) < Z * var_euler * math.sqrt(2 / (n_paths - 1)), (n, x.var(), var_euler)
+    # the regime multipliers were in force (sigma != effective vol) and nothing else was switched on: no flows, no
+    # transient premium, the regime stayed where it started
+    assert driver == "short_rate" or s != sigma
+    for name in ("term_premium_impact", "foreign_sales_cum", "forced_sales_cum", "fed_holdings", "dealer_load"):
+        assert np.abs(res.snapshots[:, res.variables.index(name)]).max() < 1e-12, name
+    assert np.all(res.snapshots[:, res.variables.index("regime")] == res.params.initial_regime)
+
+
+def test_no_shocks_no_moves():
+    res = cached_run(QUIET)
+    rates = [i for i, v in enumerate(res.variables)
+             if v.startswith(("yield_", "par_yield_", "short_rate", "breakeven", "term_premium", "neutral_rate",
+                              "policy_path", "mortgage_rate"))]
+    assert len(rates) == 2 * len(res.params.maturities) + 7
+    snap = res.snapshots[:, rates, :]
+    np.testing.assert_allclose(snap, np.broadcast_to(snap[:1], snap.shape), rtol=0, atol=1e-12)  # percent
+    for name in ("foreign_sales_cum", "forced_sales_cum", "fed_holdings", "dealer_load", "basis_bp",
+                 "basis_fund_position", "dysfunction"):
+        assert np.abs(res.snapshots[:, res.variables.index(name)]).max() < 1e-12, name
+    for name in ("y2_change_bp", "y10_change_bp", "y30_change_bp", "y10_max_rise_bp", "foreign_sales_bn",
+                 "forced_sales_bn", "vol_fund_sales_bn", "fed_purchases_bn"):
+        assert np.abs(res.metrics[name]).max() < 1e-9, name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# mechanisms
+
+
+def test_liquidation_program_sells_its_total():
+    """$600bn over one month from a holder with $5.9tn, nothing else moving: the schedule runs one month of
+    steps and sells its total."""
+    res = cached_run(QUIET + ("holders.other.program_total=600.0", "holders.other.program_months=1.0"))
+    sales = res.metrics["foreign_sales_bn"]
+    # each step sells h (1 - exp(-d/h)) >= d (1 - d / 2h) for the scheduled d = 600 / 21: at most 1.6bn short
+    assert np.all(sales <= 600.0 + 1e-9) and np.all(sales >= 600.0 * (1 - 600.0 / 21 / (2 * 5300.0)))
+    j = res.reports.index(21)  # one month of business days: the program has ended
+    np.testing.assert_allclose(values(res, "foreign_sales_cum", j), sales, rtol=1e-12)
+    assert np.all(values(res, "foreign_sales_cum", res.reports.index(10)) < 0.6 * sales)
+
+
+def test_foreign_sales_never_exceed_holdings():
+    holders = ("japan", "china", "uk", "cayman", "other")
+    huge = tuple(f"holders.{h}.sell_rate=100.0" for h in holders) + tuple(
+        f"holders.{h}.procyclical_rates=100.0" for h in holders) + (
+        "holders.japan.program_total=100000.0", "holders.japan.program_months=1.0",
+        "holders.uk.program_total=100000.0", "holders.uk.program_start=0.1", "holders.uk.program_months=0.5")
+    res = cached_run(huge)
+    cfg = res.scenario.config
+    initial = np.array([cfg["holders"][h]["holdings"] for h in holders])
+    held = np.stack([res.snapshots[:, res.variables.index(f"holdings_{h}")] for h in holders])  # (h, reports, paths)
+    assert held.min() >= 0.0
+    assert np.all(held <= initial[:, None, None] * (1 + 1e-12))
+    assert np.all(np.diff(held, axis=1) <= 1e-9)  # holders only sell
+    total0 = initial.sum()
+    sold = res.metrics["foreign_sales_bn"]
+    assert np.all(sold <= total0 * (1 + 1e-12))
+    # conservation: what was sold left the holdings
+    np.testing.assert_allclose(values(res, "foreign_holdings_total") + sold, total0, rtol=1e-10)
+    # and the programs did sell (almost) everything: the test is not vacuous
+    assert np.median(sold) > 0.99 * total0
+    assert np.all(held[0, res.reports.index(21)] < 1e-6 * initial[0])
+
+
+def test_leverage_raises_forced_sales_and_the_tail():
+    base = cached_run()
+    high = cached_run(("basis_funds.leverage=40.0",))
+    assert base.scenario.config["basis_funds"]["leverage"] == 35.0
+    # same seed: common random numbers, so the paired difference has a small standard error
+    d = high.metrics["forced_sales_bn"] - base.metrics["forced_sales_bn"]
+    assert d.mean() > Z * d.std(ddof=1) / math.sqrt(d.size)
+    lo, hi = base.metrics["y10_max_rise_bp"], high.metrics["y10_max_rise_bp"]
+    # se of a difference is at most the sum of the two standard errors, whatever their correlation
+    assert np.quantile(hi, 0.99) - np.quantile(lo, 0.99) > Z * (quantile_se(hi, 0.99) + quantile_se(lo, 0.99))
+
+
+def test_fed_backstop_lowers_the_tail():
+    stress = ("fed.threshold=1.0",)
+    on = cached_run(stress + ("fed.backstop=true",))
+    off = cached_run(stress + ("fed.backstop=false",))
+    assert np.all(off.metrics["fed_purchases_bn"] == 0.0) and on.metrics["fed_purchases_bn"].mean() > 0
+    a, b = on.metrics["y10_max_rise_bp"], off.metrics["y10_max_rise_bp"]
+    assert np.quantile(b, 0.99) - np.quantile(a, 0.99) > Z * (quantile_se(a, 0.99) + quantile_se(b, 0.99))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# invariants
+
+
+def test_seed_reproducibility():
+    scenario = load_scenario(SCENARIO, horizon=HORIZON)
+    a = simulate(scenario, PATHS, seed=5, chunk_size=CHUNK)
+    b = simulate(scenario, PATHS, seed=5, chunk_size=CHUNK)
+    c = simulate(scenario, PATHS, seed=6, chunk_size=CHUNK)
+    assert set(a.metrics) == set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)
+    np.testing.assert_array_equal(a.snapshots, b.snapshots)
+    for name in ("y10_change_bp", "equity_return_pct", "dollar_change_pct"):
+        assert np.mean(a.metrics[name] != c.metrics[name]) > 0.99, name
+
+
+@pytest.fixture(scope="module")
+def chunk_reference():
+    return run(paths=1000, seed=11, chunk=1024)
+
+
+
+
+def test_block_draws_do_not_depend_on_the_batch():
+    """The root cause of chunk dependence: block b's draws at step t, drawn alone or among other blocks."""
+    key = jax.random.key(11, impl=getattr(_simulate, "PRNG_IMPL", "threefry2x32"))
+    alone = _simulate._block_draws(key, jnp.asarray([1], jnp.uint32), jnp.float64)(jnp.asarray(3))
+    batch = _simulate._block_draws(key, jnp.arange(4, dtype=jnp.uint32), jnp.float64)(jnp.asarray(3))
+    np.testing.assert_array_equal(batch[0][BLOCK:2 * BLOCK], alone[0])
+    np.testing.assert_array_equal(batch[1][BLOCK:2 * BLOCK], alone[1])
+
+
+@pytest.mark.parametrize("chunk", [256, 512])
+def test_chunk_size_does_not_change_results(chunk_reference, chunk):
+    ref = chunk_reference
+    res = run(paths=1000, seed=11, chunk=chunk)
+    assert (res.chunk_size, ref.chunk_size) == (chunk, 4 * BLOCK)
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(res.metrics[name], ref.metrics[name], rtol=1e-6, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(res.snapshots, ref.snapshots, rtol=1e-6, atol=1e-9)
+    s_ref, s_res = summarize(ref.metrics), summarize(res.metrics)
+    assert s_ref.keys() == s_res.keys()
+    for key in s_ref:
+        for field in ("value", "stderr"):
+            assert s_res[key][field] == pytest.approx(s_ref[key][field], rel=1e-6, abs=1e-9), (key, field)
+
+
+def test_path_streams_do_not_depend_on_path_count(chunk_reference):
+    """A path's draws depend only on the seed and its index: the first 1000 of 4096 paths are the 1000-path run."""
+    res = run(paths=PATHS, seed=11)
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(res.metrics[name][:1000], chunk_reference.metrics[name], rtol=1e-6, atol=1e-9,
+                                   err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# regressions: each of these was a bug once
+
+
+def test_no_basis_funds_means_no_forced_sales():
+    res = cached_run(("basis_funds.position=0.0",))
+    assert np.abs(res.metrics["forced_sales_bn"]).max() < 1e-6
+    assert np.abs(res.snapshots[:, res.variables.index("basis_fund_position")]).max() < 1e-6
+
+
+def test_sample_next_never_picks_an_impossible_regime():
+    p = np.array([0.0, 0.5, 0.5, 0.0])
+    cum = jnp.cumsum(jnp.asarray(p))
+    for u in (0.0, 1e-12, 0.25, 0.5, 0.75, 1 - 1e-12):
+        assert p[int(sample_next(cum, jnp.asarray(u)))] > 0, u
+
+
+def test_zero_debt_is_rejected_or_finite():
+    overrides = ("debt.amounts=[0.0, 0.0, 0.0, 0.0, 0.0]",)
+    try:
+        load_scenario(SCENARIO, overrides=list(overrides))
+    except ConfigError as e:
+        assert "debt.amounts" in str(e)
+        return
+    res = cached_run(overrides, paths=1024)
+    assert np.all(np.isfinite(res.metrics["interest_cost_change_bn"]))
