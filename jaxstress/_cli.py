@@ -46,6 +46,10 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _devices(text: str) -> str | int:
+    return "all" if text.strip().lower() == "all" else _positive_int(text)
+
+
 def _add_scenario_args(p: argparse.ArgumentParser):
     p.add_argument("scenario", nargs="?", default="april_2025",
                    help="shipped scenario name or path to a TOML file (default: april_2025)")
@@ -72,6 +76,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write paths.npz only for runs of at most this many paths (default 100000)")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG charts (report.html is still written)")
+    run.add_argument("--devices", type=_devices, metavar="all|N",
+                     help="shard each chunk's paths over the local devices (GPUs): 'all' or a count (default: one)")
+    run.add_argument("--distributed", action="store_true",
+                     help="multi-host run (jax.distributed): each process runs its share of the chunks, process 0 "
+                          "merges and writes; set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or "
+                          "run under SLURM / Open MPI")
+
+    sens = sub.add_parser("sensitivities", help="d(metric)/d(driver) for every driver by autodiff, with a tornado chart")
+    _add_scenario_args(sens)
+    sens.add_argument("--metric", default="y10_change_bp_mean",
+                      help="metric to differentiate, e.g. y10_change_bp_mean, y10_change_bp_q99, "
+                           "prob_y10_above_5pct, portfolio_loss_es_99 (default y10_change_bp_mean)")
+    sens.add_argument("--paths", type=_positive_int, default=16384, help="Monte Carlo paths (default 16384)")
+    sens.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sens.add_argument("--out", default="runs/sensitivities", help="output directory (default runs/sensitivities)")
+    sens.add_argument("--drivers", help="comma-separated dotted config keys (default: every driver)")
+    sens.add_argument("--chunk-size", type=_positive_int, default=4096, help="paths per gradient chunk (default 4096)")
+    sens.add_argument("--width", type=_positive_float, default=0.05,
+                      help="smoothing width of probability indicators, in the metric's unit (default 0.05)")
+    sens.add_argument("--top", type=_positive_int, default=25, help="drivers printed and charted (default 25)")
+    sens.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    bn = sub.add_parser("bench", help="forward throughput, gradient/forward time ratio, compile time, peak memory")
+    bn.add_argument("scenario", nargs="?", default="april_2025", help="scenario (default april_2025)")
+    bn.add_argument("--paths", type=_positive_int, default=65536, help="paths (default 65536)")
+    bn.add_argument("--steps", type=_positive_int, help="time steps (default: the scenario's horizon)")
+    bn.add_argument("--chunk-size", type=_positive_int, default=65536, help="forward chunk (default 65536)")
+    bn.add_argument("--grad-chunk-size", type=_positive_int, default=4096, help="gradient chunk (default 4096)")
+    bn.add_argument("--no-grad", action="store_true", help="forward only")
+    bn.add_argument("--float64", action="store_true", help="benchmark float64")
+    bn.add_argument("--json", action="store_true", help="print one JSON object")
 
     sc = sub.add_parser("scenarios", help="list the shipped scenarios")
     sc.add_argument("--show", metavar="NAME", help="print a shipped scenario file with its comments")
@@ -138,26 +173,98 @@ def _write_charts_and_report(res, args, out_dir) -> None:
 def cmd_run(args) -> int:
     import functools
 
+    from ._errors import ConfigError
     from ._output import write_outputs
     from ._progress import Progress
     from ._simulate import simulate
 
-    if args.float64:
-        import jax
+    if args.distributed:  # before any JAX computation
+        from ._distributed import initialize
 
+        initialize()
+    import jax
+
+    if args.float64:
         jax.config.update("jax_enable_x64", True)
+    lead = jax.process_index() == 0  # only process 0 prints and writes
+    n_local = jax.local_device_count()
+    devices = n_local if args.devices == "all" else args.devices
+    if devices is not None and devices > n_local:
+        raise ConfigError(f"--devices {devices}: this process has {n_local} {jax.default_backend()} device(s)")
     scenario = _load(args)
     t0 = time.perf_counter()
-    with Progress(quiet=args.quiet) as progress:
+    with Progress(quiet=args.quiet or not lead) as progress:
         progress.start(args.paths)
-        res = simulate(scenario, args.paths, seed=args.seed, chunk_size=args.chunk_size, progress=progress)
+        res = simulate(scenario, args.paths, seed=args.seed, chunk_size=args.chunk_size, progress=progress,
+                       devices=devices, distributed=args.distributed)
+    if not lead:
+        return 0
     summary = write_outputs(res, args.out, _version(), paths_limit=args.paths_npz_limit,
+                            extra={"processes": jax.process_count(), "devices_per_process": devices or 1},
                             extra_writer=functools.partial(_write_charts_and_report, res, args))
     if not args.quiet:
         print(format_table(summary))
         npz = ", paths.npz" if args.paths <= args.paths_npz_limit else ""
         print(f"wrote {args.out}/summary.json, quantiles.csv{npz}{'' if args.no_plots else ', charts'}, report.html"
               f" in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_sensitivities(args) -> int:
+    import json
+
+    from ._output import atomic_dir
+    from ._plots import tornado_chart
+    from ._progress import Progress
+    from ._sensitivities import parse_metric, sensitivities
+
+    if args.float64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    parse_metric(args.metric)
+    scenario = _load(args)
+    drivers = [d.strip() for d in args.drivers.split(",") if d.strip()] if args.drivers else None
+    with Progress(quiet=args.quiet) as progress:
+        progress.start(args.paths)
+        res = sensitivities(scenario, args.metric, args.paths, seed=args.seed, chunk_size=args.chunk_size,
+                            drivers=drivers, width=args.width, progress=progress)
+    ranked = sorted(res.gradients.items(), key=lambda kv: -abs(kv[1]["scaled"]))
+    doc = {"metric": res.metric, "value": res.value, "stderr": res.stderr, "scenario": scenario.name,
+           "config_hash": scenario.hash(), "seed": args.seed, "paths": res.n_paths, "chunks": res.n_chunks,
+           "forward_s": round(res.forward_s, 3), "gradient_s": round(res.gradient_s, 3),
+           "version": _version(), "gradients": dict(ranked)}
+    with atomic_dir(args.out) as tmp:
+        (tmp / "sensitivities.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
+        tornado_chart({k: v["scaled"] for k, v in ranked[: args.top]}, tmp / "sensitivities.png",
+                      f"{scenario.name}: d {res.metric} per natural unit of each driver")
+    if not args.quiet:
+        print(f"{scenario.name}: {res.metric} = {res.value:.6g} +/- {res.stderr:.2g} ({res.n_paths:,} paths, "
+              f"gradient {res.gradient_s:.1f} s)")
+        print(f"{'driver':44s} {'at':>10s} {'d metric/d driver':>18s} {'stderr':>9s} {'scale':>8s} {'scaled':>10s}")
+        for name, g in ranked[: args.top]:
+            print(f"{name:44s} {g['at']:10.4g} {g['value']:18.4g} {g['stderr']:9.2g} {g['scale']:8.3g} "
+                  f"{g['scaled']:10.4g}")
+        print(f"wrote {args.out}/sensitivities.json, sensitivities.png")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    from ._bench import bench, format_bench
+    from ._config import load_scenario
+
+    if args.float64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    probe = load_scenario(args.scenario)
+    spy = probe.config["simulation"]["steps_per_year"]
+    scenario = load_scenario(args.scenario, horizon=args.steps / spy) if args.steps else probe
+    r = bench(scenario, args.paths, chunk_size=args.chunk_size, grad_chunk_size=args.grad_chunk_size,
+              grad=not args.no_grad)
+    print(json.dumps(r) if args.json else format_bench(r))
     return 0
 
 
@@ -261,7 +368,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
-    handlers = {"run": cmd_run, "scenarios": cmd_scenarios, "compare": cmd_compare, "validate": cmd_validate}
+    handlers = {"run": cmd_run, "scenarios": cmd_scenarios, "compare": cmd_compare, "validate": cmd_validate,
+                "sensitivities": cmd_sensitivities, "bench": cmd_bench}
     try:
         return handlers[args.command](args)
     except ConfigError as e:

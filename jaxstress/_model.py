@@ -167,20 +167,18 @@ def step(prep: Prep, t, s: State, normal: Float[Array, " 10"], uniform: Float[Ar
     dys = dysfunction(prep, s, y10)
 
     # regime: transition at the start of the step; w is the one-hot of the regime in force during the step
-    # (one-hot weights and elementwise sums, not tiny matmuls or gathers: under vmap those lower to slow
-    # batched dots on CPU, while these fuse into the step's single elementwise kernel)
-    n_reg = prep.cum_p.shape[0]
-    w_old = (jnp.arange(n_reg) == s.regime).astype(y10.dtype)
-    cum_row = jnp.sum(w_old[:, None] * prep.cum_p, axis=0)
-    nxt = sample_next(cum_row, uniform[0])
-    w = (jnp.arange(n_reg) == nxt).astype(y10.dtype)
-    logp = s.logp + jnp.sum(w_old[:, None] * prep.log_p * w[None, :])
-    rg = {f: jnp.sum(w * a) for f, a in prep.reg.items() if f != "correlation"}
-    chol = jnp.sum(w[:, None, None] * prep.chol, axis=0)
-    z = jnp.sum(chol * normal[None, :5], axis=1)
+    # regime draw and per-regime parameters by gathers from small tables, and the correlated shocks by an
+    # unrolled 5x5 product: under vmap these stay elementwise and fuse, where one-hot sums over the regime
+    # axis or a batched matmul would each become a separate reduction kernel
+    nxt = sample_next(prep.cum_p[s.regime], uniform[0])
+    logp = s.logp + prep.log_p[s.regime, nxt]
+    rg = {f: a[nxt] for f, a in prep.reg.items() if f != "correlation"}
+    chol = prep.chol[nxt]
+    n5 = normal[:5]
+    z = [sum(chol[i, j] * n5[j] for j in range(i + 1)) for i in range(5)]
 
     # announcement jumps
-    pj = jnp.sum(w * prep.jump_p)
+    pj = prep.jump_p[nxt]
     hit = uniform[1] < pj
     jump = hit.astype(y10.dtype)
     # log-probability of the jump draw (for score-function gradients w.r.t. intensities); safe where unused

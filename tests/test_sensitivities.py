@@ -187,3 +187,26 @@ def test_unknown_metric_and_driver_are_config_errors(scenario):
     with pytest.raises(ConfigError, match="did you mean"):
         sensitivities(scenario, "y10_change_bp_mean", CHUNK, seed=SEED, chunk_size=CHUNK,
                       drivers=["holders.japan.sell_rat"])
+
+
+def test_cli_writes_ranked_json_and_tornado(tmp_path, results):
+    import json
+
+    from jaxstress._cli import main
+
+    out = tmp_path / "s"
+    rc = main(["sensitivities", "april_2025", "--metric", "y10_change_bp_mean", "--paths", str(PATHS),
+               "--chunk-size", str(CHUNK), "--seed", str(SEED), "--horizon", "0.1", "--set", "fed.threshold=1.0",
+               "--out", str(out), "--quiet", "--float64"])
+    assert rc == 0
+    doc = json.loads((out / "sensitivities.json").read_text())
+    assert doc["metric"] == "y10_change_bp_mean"
+    ref = results["y10_change_bp_mean"]
+    assert doc["value"] == pytest.approx(ref.value, rel=1e-9)
+    scaled = [abs(g["scaled"]) for g in doc["gradients"].values()]
+    assert scaled == sorted(scaled, reverse=True)
+    for name in ("initial.r", "regimes.generator[1][3]"):
+        assert doc["gradients"][name]["value"] == pytest.approx(ref.gradients[name]["value"], rel=1e-9)
+    assert (out / "sensitivities.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["sensitivities", "april_2025", "--metric", "nonsense", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

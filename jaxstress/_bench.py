@@ -1,0 +1,118 @@
+"""Benchmarks: forward throughput, gradient-to-forward time ratio, compile time and peak memory.
+
+Every figure is measured after a warm-up call (compile time is reported separately), with
+`block_until_ready`, on the same paths for forward and gradient.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+from ._config import Scenario
+from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, report_steps, simulate_chunk
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, GiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024**3 if sys.platform == "darwin" else 1024**2)
+
+
+def peak_device_gb() -> float | None:
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - CPU devices may not report
+        return None
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 1024**3
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def bench(scenario: Scenario, paths: int, chunk_size: int = 65536, grad_chunk_size: int = 4096, grad: bool = True,
+          dtype=None) -> dict:
+    """Forward: `paths` paths over the scenario's horizon; gradient: the full gradient of y10_change_bp_mean
+    over every driver, on the same paths, accumulated over chunks of `grad_chunk_size`."""
+    from ._sensitivities import KINDS, chunk_gradient
+
+    params = scenario.params(dtype)
+    steps = params.n_steps
+    reports = report_steps(scenario.config, steps)
+    key = jax.random.key(0, impl=PRNG_IMPL)
+    blocks = -(-paths // BLOCK)
+    fwd_blocks = max(1, min(blocks, chunk_size // BLOCK))
+    n_fwd = -(-blocks // fwd_blocks)
+
+    def forward_all():
+        out = None
+        for c in range(n_fwd):
+            out = simulate_chunk(params, key, jnp.asarray(c * fwd_blocks, jnp.uint32), fwd_blocks, reports)
+        return out
+
+    _, compile_s = _timed(simulate_chunk, params, key, jnp.asarray(0, jnp.uint32), fwd_blocks, reports)
+    _, fwd_s = _timed(forward_all)
+    done = n_fwd * fwd_blocks * BLOCK
+    result = {
+        "scenario": scenario.name,
+        "paths": done,
+        "steps": steps,
+        "chunk_size": fwd_blocks * BLOCK,
+        "dtype": str(params.values["curve.k"].dtype),
+        "device": str(jax.devices()[0]),
+        "backend": jax.default_backend(),
+        "n_devices": jax.device_count(),
+        "compile_s": compile_s,
+        "forward_s": fwd_s,
+        "path_steps_per_s": done * steps / fwd_s,
+    }
+    if grad:
+        gb = max(1, min(blocks, grad_chunk_size // BLOCK))
+        n_g = -(-blocks // gb)
+        dt = params.values["curve.k"].dtype
+        args = (jnp.asarray(KINDS.index("mean"), jnp.int32), jnp.asarray(METRIC_NAMES.index("y10_change_bp"), jnp.int32),
+                *(jnp.asarray(x, dt) for x in (0.0, 0.0, 0.0, 1.0, 0.05)))
+
+        def grad_all():
+            out = None
+            for c in range(n_g):
+                out = chunk_gradient(params, key, jnp.asarray(c * gb, jnp.uint32), gb, *args)
+            return out
+
+        _, gcompile = _timed(chunk_gradient, params, key, jnp.asarray(0, jnp.uint32), gb, *args)
+        _, grad_s = _timed(grad_all)
+        grad_paths = n_g * gb * BLOCK
+        result.update({
+            "grad_compile_s": gcompile,
+            "grad_paths": grad_paths,
+            "grad_chunk_size": gb * BLOCK,
+            "gradient_s": grad_s,
+            # per path, so a different rounding of the two path counts does not bias the ratio
+            "grad_over_forward": (grad_s / grad_paths) / (fwd_s / done),
+        })
+    result["peak_rss_gb"] = peak_rss_gb()
+    result["peak_device_gb"] = peak_device_gb()
+    return result
+
+
+def format_bench(r: dict) -> str:
+    lines = [f"{r['scenario']}: {r['paths']:,} paths x {r['steps']} steps on {r['device']} ({r['dtype']})",
+             f"  forward            {r['path_steps_per_s'] / 1e6:10.2f} M path-steps/s  ({r['forward_s']:.2f} s, "
+             f"chunk {r['chunk_size']:,})",
+             f"  compile (forward)  {r['compile_s']:10.2f} s (first chunk, includes its run)"]
+    if "grad_over_forward" in r:
+        lines += [f"  gradient           {r['gradient_s']:10.2f} s for {r['grad_paths']:,} paths "
+                  f"(chunk {r['grad_chunk_size']:,}); compile {r['grad_compile_s']:.1f} s",
+                  f"  grad / forward     {r['grad_over_forward']:10.2f} x (per path)"]
+    lines.append(f"  peak host memory   {r['peak_rss_gb']:10.2f} GiB")
+    if r.get("peak_device_gb") is not None:
+        lines.append(f"  peak device memory {r['peak_device_gb']:10.2f} GiB")
+    return "\n".join(lines)
