@@ -23,3 +23,7 @@ class ConfigError(ValueError):
 
 class DataError(ConfigError):
     """A data file (CSV) is missing, malformed or too short for the requested window."""
+
+
+class SimulationError(ConfigError):
+    """A run produced non-finite values; the message names the variable and the interval where they appeared."""

@@ -224,7 +224,9 @@ def step(prep: Prep, t, s: State, normal: Float[Array, " 10"], uniform: Float[Ar
     excess = smooth_relu(s.fund_pos - equity_pos / haircut, width)
     # smooth min(excess, position), clipped to [0, position]: the smoothing never sells what is not held
     forced = jnp.clip(s.fund_pos - smooth_relu(s.fund_pos - excess, width), 0.0, jnp.maximum(s.fund_pos, 0.0))
-    target_pos = jnp.minimum(v["basis_funds.leverage"] * equity_pos, equity_pos / haircut)
+    # funds rebuild toward their initial size at most (carry alone must not grow them without bound)
+    target_pos = jnp.minimum(jnp.minimum(v["basis_funds.leverage"] * equity_pos, equity_pos / haircut),
+                             v["basis_funds.position"])
     relever = v["basis_funds.relever"] * jnp.maximum(target_pos - s.fund_pos, 0.0) * dt
     fund_pos = s.fund_pos - forced + relever
 

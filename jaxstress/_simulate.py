@@ -20,14 +20,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import threefry_2x32
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
+from ._errors import SimulationError
 from ._curve import par_yield_from_zero, zero_yields
 from ._model import N_NORMAL, N_UNIFORM, Prep, State, initial_state, prepare, step, tau_total
 from ._portfolio import portfolio_value
 
 BLOCK = 256
 PRNG_IMPL = "threefry2x32"  # the seed's key; draws are counter-based threefry on (path index, step)
+PATHS_AXIS = "paths"  # the mesh axis that path blocks are sharded along
 
 
 def report_steps(config: dict, n_steps: int) -> tuple[int, ...]:
@@ -215,24 +218,72 @@ def _block_draws(key, block_ids, dtype):
     def draw(t):
         x1 = jnp.broadcast_to((jnp.asarray(t).astype(jnp.uint32) * 6 + j)[:, None], (6, n)).reshape(-1)
         bits = threefry_2x32(kd, jnp.concatenate([x0, x1])).reshape(12, n)
+        # exact arithmetic keeps every value strictly inside the open interval: v = 2u - 1 is an odd multiple of
+        # 2^-b with |v| <= 1 - 2^-b (b = 24 bits in float32, 32 in float64), and the uniforms are (k + 1/2) 2^-b'
+        # with b' = 23 (float32) so that their largest value 1 - 2^-24 is representable (1 - 2^-25 would round to 1)
         if wide:
-            u = (bits.astype(dtype) + 0.5) * 2.0**-32
+            k = bits.astype(jnp.float64)
+            v = (2.0 * k[:N_NORMAL] + 1.0 - 2.0**32) * 2.0**-32
+            u = (k[N_NORMAL:] + 0.5) * 2.0**-32
         else:
-            u = (jnp.right_shift(bits, 8).astype(dtype) + 0.5) * 2.0**-24
-        normal = jnp.sqrt(jnp.asarray(2.0, dtype)) * jax.lax.erf_inv(2.0 * u[:N_NORMAL] - 1.0)
-        return normal.T, u[N_NORMAL:].T
+            k24 = jnp.right_shift(bits[:N_NORMAL], 8).astype(jnp.int32)
+            v = (2 * k24 + 1 - (1 << 24)).astype(dtype) * 2.0**-24
+            u = (jnp.right_shift(bits[N_NORMAL:], 9).astype(dtype) + 0.5) * 2.0**-23
+        normal = jnp.sqrt(jnp.asarray(2.0, dtype)) * jax.lax.erf_inv(v.astype(dtype))
+        return normal.T, u.astype(dtype).T
 
     return draw
+
+
+def _run_blocks(params: Params, key: jax.Array, block_ids: jax.Array, reports: tuple[int, ...]):
+    draw = _block_draws(key, block_ids, params.values["curve.k"].dtype)
+    metrics, snaps, _ = _simulate(params, block_ids.shape[0] * BLOCK, draw, reports)
+    return metrics, snaps
+
+
+@eqx.filter_jit
+def simulate_blocks(params: Params, key: jax.Array, block_ids: jax.Array, reports: tuple[int, ...],
+                    mesh: Mesh | None = None):
+    """Simulate the blocks listed in `block_ids` (BLOCK paths each, in that order); n_blocks is its static shape.
+
+    Returns metrics (len(METRIC_NAMES), paths) and snapshots (reports, variables, paths). With a `mesh` (one axis,
+    `"paths"`, see `paths_mesh`) the blocks are split evenly over its devices: each device runs the single-device
+    program on its own contiguous share of `block_ids` (`jax.shard_map`; pass `block_ids` placed with
+    `NamedSharding(mesh, PartitionSpec("paths"))` to avoid a transfer), with no communication, and the outputs
+    come back sharded along paths. Plain GSPMD propagation from a sharded `block_ids` does not do this: the
+    flattening in `_block_draws` makes XLA all-gather the counters and run every path on every device.
+    """
+    if mesh is None or mesh.size == 1:
+        return _run_blocks(params, key, block_ids, reports)
+    if block_ids.shape[0] % mesh.size:
+        raise ValueError(f"{block_ids.shape[0]} blocks do not split evenly over {mesh.size} devices")
+    dynamic, static = eqx.partition(params, eqx.is_array)
+
+    def local(dynamic, key, ids):
+        return _run_blocks(eqx.combine(dynamic, static), key, ids, reports)
+
+    spec = PartitionSpec(PATHS_AXIS)
+    return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(), spec),
+                         out_specs=(PartitionSpec(None, PATHS_AXIS), PartitionSpec(None, None, PATHS_AXIS)))(
+        dynamic, key, block_ids)
 
 
 @eqx.filter_jit
 def simulate_chunk(params: Params, key: jax.Array, first_block: jax.Array, n_blocks: int,
                    reports: tuple[int, ...]):
-    """Simulate blocks first_block .. first_block + n_blocks - 1 (BLOCK paths each)."""
+    """Simulate blocks first_block .. first_block + n_blocks - 1 (BLOCK paths each), on one device."""
     block_ids = first_block + jnp.arange(n_blocks, dtype=jnp.uint32)
-    draw = _block_draws(key, block_ids, params.values["curve.k"].dtype)
-    metrics, snaps, _ = _simulate(params, n_blocks * BLOCK, draw, reports)
-    return metrics, snaps
+    return simulate_blocks(params, key, block_ids, reports)
+
+
+def paths_mesh(devices: int | None = None) -> Mesh:
+    """A 1-D mesh (axis `"paths"`) over the first `devices` local devices (default: all of them)."""
+    local = jax.local_devices()
+    n = len(local) if devices is None else devices
+    if not 1 <= n <= len(local):
+        raise ValueError(f"devices must be between 1 and {len(local)} (the local {jax.default_backend()} devices),"
+                         f" got {n}")
+    return Mesh(np.asarray(local[:n]), (PATHS_AXIS,))
 
 
 def simulate_draws(params: Params, normals: jax.Array, uniforms: jax.Array, reports: tuple[int, ...] | None = None):
@@ -248,6 +299,27 @@ def simulate_draws(params: Params, normals: jax.Array, uniforms: jax.Array, repo
         return normals[t], uniforms[t]
 
     return _simulate(params, n_paths, draw, reports)
+
+
+def check_finite(metrics: np.ndarray, snaps: np.ndarray, variables, reports, name: str) -> None:
+    """Refuse to report NaN or infinite values: name the first variable and reporting interval where they appear."""
+    bad_paths = ~np.isfinite(metrics).all(axis=0)
+    if not bad_paths.any():
+        return
+    where = "at the horizon"
+    for j in range(snaps.shape[0]):
+        bad = ~np.isfinite(snaps[j])
+        if bad.any():
+            var = variables[int(np.argwhere(bad.any(axis=1))[0, 0])]
+            lo = reports[j - 1] if j else 0
+            where = f"first in '{var}' between steps {lo} and {reports[j]}"
+            break
+    else:
+        where = f"first in metric '{METRIC_NAMES[int(np.argwhere(~np.isfinite(metrics).all(axis=1))[0, 0])]}'"
+    raise SimulationError(
+        f"scenario '{name}': {int(bad_paths.sum())} of {bad_paths.size} paths produced non-finite values ({where}); "
+        "the parameters make the dynamics explode (e.g. a margin spiral with feedback above 1, zero depth or "
+        "capacity, huge volatilities): reduce them, or run with --float64", key="parameters")
 
 
 @dataclasses.dataclass
@@ -266,9 +338,18 @@ class SimulationResult:
 
 
 def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 65536, retain: int = 200_000,
-             dtype=None, progress: Callable[[int, int], None] | None = None) -> SimulationResult:
+             dtype=None, progress: Callable[[int, int], None] | None = None, devices: int | None = None,
+             distributed: bool = False) -> SimulationResult:
     """Run n_paths of a scenario in chunks; keep per-path metrics for all paths and reporting-date values for the
-    first `retain` paths (enough for quantiles; the paths are i.i.d., so they are a random sample)."""
+    first `retain` paths (enough for quantiles; the paths are i.i.d., so they are a random sample).
+
+    devices: shard each chunk's path blocks over this many local devices (`simulate_blocks` with `paths_mesh`);
+    None or 1 runs on one device. Chunks are rounded up to a multiple of devices * BLOCK paths.
+    distributed: in a `jax.distributed` job (see `_distributed.initialize`) process p of P runs chunks
+    p, p + P, p + 2P, ... on its local devices; the per-path metrics and retained snapshots are then gathered in
+    path order (`_distributed.gather_chunks`) and every process returns the whole result.
+    Per path, results do not depend on chunk size, device count or process count (draws are counter-based).
+    """
     if n_paths < 1:
         raise ValueError("paths must be >= 1")
     params = scenario.params(dtype)
@@ -276,28 +357,70 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
     blocks_total = -(-n_paths // BLOCK)
     chunk_blocks = max(1, min(blocks_total, -(-chunk_size // BLOCK)))
     key = jax.random.key(seed, impl=PRNG_IMPL)
+    n_dev = 1 if devices is None else devices
+    if n_dev == 1:
+        def run_chunk(first: int):
+            return simulate_chunk(params, key, jnp.asarray(first, jnp.uint32), chunk_blocks, reports)
+    else:
+        mesh = paths_mesh(n_dev)
+        chunk_blocks = -(-chunk_blocks // n_dev) * n_dev
+        replicated = NamedSharding(mesh, PartitionSpec())
+        dynamic, static = eqx.partition(params, eqx.is_array)
+        params_m = eqx.combine(jax.device_put(dynamic, replicated), static)
+        key_m = jax.device_put(key, replicated)
+        ids_sharding = NamedSharding(mesh, PartitionSpec(PATHS_AXIS))
+
+        def run_chunk(first: int):
+            ids = jax.device_put(np.arange(first, first + chunk_blocks, dtype=np.uint32), ids_sharding)
+            return simulate_blocks(params_m, key_m, ids, reports, mesh)
+
+    chunk_paths = chunk_blocks * BLOCK
+    n_chunks = -(-blocks_total // chunk_blocks)
+    rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
+
+    def take(c):  # paths of chunk c that are kept, and those whose snapshots are retained
+        return min(chunk_paths, n_paths - c * chunk_paths)
+
+    def keep(c):
+        return max(0, min(take(c), retain - c * chunk_paths))
+
     t0 = time.perf_counter()
-    metric_parts, snap_parts, kept = [], [], 0
+    metric_parts, snap_parts = [], []
     compile_s = 0.0
     done = 0
-    for first in range(0, blocks_total, chunk_blocks):
+    mine = range(rank, n_chunks, n_proc)
+    total = sum(take(c) for c in mine)
+    for c in mine:
         tc = time.perf_counter()
-        m, sn = simulate_chunk(params, key, jnp.asarray(first, jnp.uint32), chunk_blocks, reports)
+        m, sn = run_chunk(c * chunk_blocks)
         m = np.asarray(m)
-        if first == 0:
+        if c == rank:
             compile_s = time.perf_counter() - tc
-        take = min(chunk_blocks * BLOCK, n_paths - first * BLOCK)
-        metric_parts.append(m[:, :take].astype(np.float64))
-        if kept < retain:
-            n_keep = min(take, retain - kept)
-            snap_parts.append(np.asarray(sn[:, :, :n_keep]))
-            kept += n_keep
-        done += take
+        if n_proc > 1:  # whole chunks in the simulation dtype, for the gather
+            metric_parts.append(m)
+            if keep(c):
+                snap_parts.append(np.asarray(sn))
+        else:
+            metric_parts.append(m[:, :take(c)].astype(np.float64))
+            if keep(c):
+                snap_parts.append(np.asarray(sn)[:, :, :keep(c)] if n_dev > 1 else np.asarray(sn[:, :, :keep(c)]))
+        done += take(c)
         if progress is not None:
-            progress(done, n_paths)
+            progress(done, total)
+    if n_proc > 1:
+        from ._distributed import gather_chunks
+
+        dt = params.values["curve.k"].dtype
+        ms = gather_chunks(metric_parts, n_chunks, (len(METRIC_NAMES), chunk_paths), dt)
+        metric_parts = [x[:, :take(c)].astype(np.float64) for c, x in enumerate(ms)]
+        n_kept = sum(keep(c) > 0 for c in range(n_chunks))
+        sns = gather_chunks(snap_parts, n_kept, (len(reports), len(variable_names(params)), chunk_paths), dt)
+        snap_parts = [x[:, :, :keep(c)] for c, x in enumerate(sns)]
     allm = np.concatenate(metric_parts, axis=1)
+    snaps = np.concatenate(snap_parts, axis=2)
+    check_finite(allm, snaps, variable_names(params), reports, scenario.name)
     metrics = {n: allm[i] for i, n in enumerate(METRIC_NAMES)}
     wall = time.perf_counter() - t0
     return SimulationResult(scenario=scenario, params=params, seed=seed, n_paths=n_paths, metrics=metrics,
-                            snapshots=np.concatenate(snap_parts, axis=2), variables=variable_names(params),
-                            reports=reports, wall_s=wall, compile_s=compile_s, chunk_size=chunk_blocks * BLOCK)
+                            snapshots=snaps, variables=variable_names(params),
+                            reports=reports, wall_s=wall, compile_s=compile_s, chunk_size=chunk_paths)
