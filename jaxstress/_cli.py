@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--float64", action="store_true", help="benchmark float64")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
 
+    from ._calibrate_cli import add_parsers
+
+    parser.verb_handlers = add_parsers(sub)
+
     sc = sub.add_parser("scenarios", help="list the shipped scenarios")
     sc.add_argument("--show", metavar="NAME", help="print a shipped scenario file with its comments")
 
@@ -186,12 +190,12 @@ def cmd_run(args) -> int:
 
     if args.float64:
         jax.config.update("jax_enable_x64", True)
+    scenario = _load(args)
     lead = jax.process_index() == 0  # only process 0 prints and writes
     n_local = jax.local_device_count()
     devices = n_local if args.devices == "all" else args.devices
     if devices is not None and devices > n_local:
         raise ConfigError(f"--devices {devices}: this process has {n_local} {jax.default_backend()} device(s)")
-    scenario = _load(args)
     t0 = time.perf_counter()
     with Progress(quiet=args.quiet or not lead) as progress:
         progress.start(args.paths)
@@ -369,7 +373,7 @@ def main(argv=None) -> int:
     if args.command is None:
         args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
     handlers = {"run": cmd_run, "scenarios": cmd_scenarios, "compare": cmd_compare, "validate": cmd_validate,
-                "sensitivities": cmd_sensitivities, "bench": cmd_bench}
+                "sensitivities": cmd_sensitivities, "bench": cmd_bench, **parser.verb_handlers}
     try:
         return handlers[args.command](args)
     except ConfigError as e:

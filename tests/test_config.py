@@ -62,7 +62,7 @@ def test_config_hash_tracks_values_and_portfolio():
 
 
 def test_extends_merges_table_by_table():
-    base, april = load_scenario("baseline").config, load_scenario("april_2025").config
+    base, april = load_scenario("baseline").config, load_scenario("april_2025_prior").config
     assert april["regimes"]["initial"] == "tariff_shock" and base["regimes"]["initial"] == "calm"
     assert april["regimes"]["generator"] != base["regimes"]["generator"]
     assert april["regimes"]["names"] == base["regimes"]["names"]

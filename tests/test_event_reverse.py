@@ -1,0 +1,275 @@
+"""Event-window fits and reverse stress tests: recovery of known shock sizes from a synthetic window, the April 2025
+fit, a reverse solution checked on fresh paths, and one-line errors from the CLI verbs.
+
+Compilation dominates the cost (a gradient through the model compiles in ~20-40 s on two cores), so every event
+fit here uses the same scenario, horizon (the 7 business days of the April window) and path count: they share one
+compiled loss-and-gradient function (fits of any subset of the default parameters do). The reverse test runs
+through the CLI so it compiles once too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from jaxstress._calibrate_cli import add_parsers, parse_target, parse_window
+from jaxstress._cli import _Parser
+from jaxstress._config import load_scenario
+from jaxstress._errors import ConfigError
+from jaxstress._event import (
+    TARGETS,
+    event_window,
+    fit_event,
+    observed_changes,
+    simulated_changes,
+    write_fitted_config,
+)
+from jaxstress._reverse import override_strings, resolve_drivers
+
+APRIL = ("2025-04-02", "2025-04-11")
+PATHS = 512  # 2 blocks; every event fit below uses it (one compilation)
+TAU = "regimes.tariff_shock.jump_tau_mean"
+PI = "regimes.tariff_shock.jump_pi_mean"
+
+
+def run_cli(argv: list[str]) -> int:
+    """The verbs behind a parser like jaxstress._cli's: ConfigError -> one line on stderr, exit 2."""
+    parser = _Parser(prog="jaxstress")
+    handlers = add_parsers(parser.add_subparsers(dest="command", parser_class=_Parser))
+    try:
+        args = parser.parse_args(argv)
+        return handlers[args.command](args)
+    except ConfigError as e:
+        print(f"jaxstress: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        return int(e.code)
+
+
+# ------------------------------------------------------------------------------------------------ data and parsing
+
+
+def test_window_and_observed_changes_from_the_data():
+    w = event_window(*APRIL)
+    assert (w.first, w.last, w.n_days) == ("2025-04-02", "2025-04-11", 7)
+    obs, detail = observed_changes(w, tuple(TARGETS))
+    # DESIGN.md facts: 2y 3.91 -> 3.96, 10y 4.20 -> 4.48, 30y 4.54 -> 4.85, breakeven 2.32 -> 2.20, ACM 0.32 -> 0.68
+    assert obs["y2"] == pytest.approx(5.0, abs=1e-9)
+    assert obs["y10"] == pytest.approx(28.0, abs=1e-9)
+    assert obs["y30"] == pytest.approx(31.0, abs=1e-9)
+    assert obs["breakeven"] == pytest.approx(-12.0, abs=1e-9)
+    assert obs["term_premium"] == pytest.approx(35.3726, abs=1e-3)
+    assert detail["term_premium"]["column"] == "ACMTP10"
+    assert event_window("2020-03-09", "2020-03-18").n_days == 7
+
+
+def test_parse_window_and_target():
+    assert parse_window("2025-04-02:2025-04-11") == APRIL
+    assert parse_window("2025-04-02..2025-04-11") == APRIL
+    assert parse_target("prob_y10_above_5pct=0.5") == ("prob_y10_above_5pct", 0.5)
+    assert parse_target(" y10_change_bp_mean = -3 ") == ("y10_change_bp_mean", -3.0)
+    for bad in ("2025-04-02", "2025-04-11:2025-04-02", "2025-02-30:2025-04-11", "a:b"):
+        with pytest.raises(ConfigError):
+            parse_window(bad)
+    for bad in ("prob_y10_above_5pct", "x=1", "y10_change_bp_mean=", "y10_change_bp_mean=nan", "a=1=2"):
+        with pytest.raises(ConfigError):
+            parse_target(bad)
+
+
+def test_drivers_indexed_entries_bounds_and_overrides():
+    sc = load_scenario("april_2025_prior")
+    d = resolve_drivers(sc, ["regimes.generator[1][3]", "holders.japan.sell_rate", "debt.amounts[0]"])
+    assert (d[0].leaf, d[0].index, d[0].x0, d[0].lo) == ("regimes.generator", (1, 3), 25.0, 0.0)
+    assert (d[1].x0, d[1].scale, d[1].lo, d[1].hi) == (0.0, 0.01, 0.0, 100.0)
+    assert (d[2].x0, d[2].scale) == (6200.0, 100.0)
+    ovs = override_strings(sc, d, [20.0, 0.5, 6000.0])
+    assert "regimes.generator[1][1]=-28.0" in ovs  # row 1 = [2, -33, 6, 25]: the diagonal follows the new entry
+    new = load_scenario("april_2025_prior", ovs)  # a valid --set override
+    assert new.config["regimes"]["generator"][1] == [2.0, -28.0, 6.0, 20.0]
+    assert new.config["holders"]["japan"]["sell_rate"] == 0.5
+    for bad in ("regimes.generator[1][1]", "regimes.calm.correlation[0][1]", "debt.amounts", "curve.maturities[0]",
+                "holders.japan.sell_rat", "scenario.name", "fed.backstop"):
+        with pytest.raises(ConfigError):
+            resolve_drivers(sc, [bad])
+
+
+def test_write_fitted_config_indexed_and_atomic(tmp_path):
+    out = tmp_path / "fit.toml"
+    write_fitted_config("april_2025_prior", {TAU: 0.0021, "regimes.generator[1][3]": 20.0}, out, APRIL,
+                        sources="data/x.csv X")
+    text = out.read_text()
+    assert 'extends = "april_2025_prior"' in text
+    assert "fit to 2025-04-02..2025-04-11 (data/x.csv X) by jaxstress calibrate event" in text
+    cfg = load_scenario(str(out)).config
+    assert cfg["regimes"]["tariff_shock"]["jump_tau_mean"] == 0.0021
+    assert cfg["regimes"]["generator"][1] == [2.0, -28.0, 6.0, 20.0]
+    before = out.read_text()
+    with pytest.raises(ConfigError):  # out of bounds: nothing is written, the old file stays
+        write_fitted_config("april_2025_prior", {TAU: 0.5}, out, APRIL)
+    assert out.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.toml"]
+
+
+# ------------------------------------------------------------------------------------------------ event fits
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """'Observed' changes simulated with known shock sizes (seed 1), fitted from the scenario's (seed 0)."""
+    truth = {TAU: 0.0028, PI: -0.0012}  # april_2025_prior has 0.0008 and -0.0004
+    ovs = [f"{k}={v!r}" for k, v in truth.items()]
+    obs = simulated_changes("april_2025_prior", 7, PATHS, seed=1, overrides=ovs)
+    # slopes d(mean)/d(parameter) on the fit's paths, by a CRN difference, to turn standard errors into
+    # parameter tolerances
+    bumped = simulated_changes("april_2025_prior", 7, PATHS, seed=0,
+                               overrides=[f"{TAU}={truth[TAU] + 1e-4!r}", f"{PI}={truth[PI] - 1e-4!r}"])
+    at = simulated_changes("april_2025_prior", 7, PATHS, seed=0, overrides=ovs)
+    targets = ("y10", "y30", "breakeven", "term_premium")
+    fit = fit_event("april_2025_prior", *APRIL, targets=targets, params_to_fit=[TAU, PI], n_paths=PATHS, steps=150,
+                    seed=0, observed={t: obs[t]["mean"] for t in targets}, prior_weight=1e-4)
+    return truth, obs, at, bumped, fit
+
+
+@pytest.mark.slow
+def test_event_fit_recovers_known_shock_sizes(synthetic):
+    truth, obs, at, bumped, fit = synthetic
+    assert set(fit.fitted) == {TAU, PI}
+    assert fit.loss_after < 0.05 * fit.loss_before
+    # fitted means match the observed within Monte Carlo error (both sets of paths are noisy)
+    for t in fit.targets:
+        se = math.hypot(obs[t]["stderr"], at[t]["stderr"])
+        assert abs(fit.after[t]["mean"] - fit.observed[t]) < 3 * se, t
+    # parameters: back toward the truth, within 3 standard errors mapped through the slopes
+    for key, target, sign in ((TAU, "term_premium", 1.0), (PI, "breakeven", -1.0)):
+        slope = sign * (bumped[target]["mean"] - at[target]["mean"]) / 1e-4
+        assert slope > 0.3, (key, slope)  # the window identifies the parameter
+        tol = 3 * math.hypot(obs[target]["stderr"], at[target]["stderr"]) / slope
+        start, got = fit.initial[key], fit.fitted[key]
+        assert abs(got - truth[key]) < tol, (key, got, truth[key], tol)
+        assert abs(got - truth[key]) < 0.5 * abs(start - truth[key]), (key, start, got)
+    # the other (unfitted) parameters are untouched: the table shows only the fitted ones
+    assert fit.initial[TAU] == 0.0008 and fit.initial[PI] == -0.0004
+
+
+@pytest.fixture(scope="module")
+def april_fit():
+    return fit_event("april_2025_prior", *APRIL, n_paths=PATHS, steps=100, seed=0)
+
+
+@pytest.mark.slow
+def test_april_2025_fit_reduces_the_loss_and_matches_the_10y(april_fit, tmp_path):
+    fit = april_fit
+    assert fit.window.n_days == 7 and fit.observed["y10"] == pytest.approx(28.0)
+    assert fit.loss_after < 0.5 * fit.loss_before
+    assert fit.data_loss_after < 0.25 * fit.data_loss_before
+    assert abs(fit.before["y10"]["mean"] - 28.0) > 15.0  # the scenario as shipped undershoots the week
+    assert abs(fit.after["y10"]["mean"] - 28.0) < 10.0
+    assert abs(fit.after_fresh["y10"]["mean"] - 28.0) < 10.0  # also on paths the fit never saw
+    # a term-premium shock, not an inflation one: the fit raises the term-premium jumps, lowers breakeven jumps
+    assert fit.fitted[TAU] > fit.initial[TAU] and fit.fitted[PI] < fit.initial[PI]
+    out = tmp_path / "april_fit.toml"
+    write_fitted_config("april_2025_prior", fit, out)
+    text = out.read_text()
+    assert "fit to 2025-04-02..2025-04-11 (data/ust_cmt_yields_daily_fred.csv DGS2/DGS10/DGS30" in text
+    assert "data/acm_tp10_daily_nyfed.csv ACMTP10) by jaxstress calibrate event" in text
+    cfg = load_scenario(str(out)).config
+    assert cfg["scenario"]["name"] == "april_fit"
+    assert cfg["regimes"]["tariff_shock"]["jump_tau_mean"] == fit.fitted[TAU]
+    assert cfg["impact"]["lambda0"] == fit.fitted["impact.lambda0"]
+    assert cfg["simulation"]["horizon"] == 1.0  # the file is the full scenario, not the 7-day fit horizon
+
+
+@pytest.mark.slow
+def test_event_cli_writes_a_valid_scenario(april_fit, tmp_path, capsys):
+    # same scenario, paths and horizon as the fixture: no new compilation
+    out = tmp_path / "ev.toml"
+    rc = run_cli(["calibrate", "event", "--window", "2025-04-02:2025-04-11", "--base", "april_2025_prior", "--out",
+                  str(out), "--paths", str(PATHS), "--steps", "20", "--targets", "y10,term_premium"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "observed" in text and "before" in text and "after" in text and "term_premium" in text
+    cfg = load_scenario(str(out)).config
+    assert cfg["regimes"]["tariff_shock"]["jump_tau_mean"] > 0.0008
+
+
+# ------------------------------------------------------------------------------------------------ reverse
+
+
+@pytest.mark.slow
+def test_reverse_reaches_the_target_on_fresh_paths(tmp_path, capsys):
+    out = tmp_path / "rev"
+    rc = run_cli(["reverse", "april_2025_prior", "--horizon", repr(7 / 252), "--target", "y10_change_bp_mean=20",
+                  "--drivers", TAU, "--paths", "2048", "--fresh-paths", "2048", "--steps", "30", "--out", str(out),
+                  "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    res = json.loads((out / "reverse.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["reverse.json"]
+    assert res["reached"] and res["target"]["value"] == 20.0
+    start = res["start"]["metric"]
+    assert start < 15.0  # the scenario starts well below the target: the solve has work to do
+    new = res["solution"][TAU]
+    assert new > 0.0008 and res["change_in_scales"][TAU] == pytest.approx((new - 0.0008) / 1e-4, rel=1e-6)
+    # fresh paths (another seed): within 3 standard errors of the target; the optimisation paths' own error
+    # (same number of paths, so the same standard error) adds in quadrature, plus 0.1bp of solver tolerance
+    a = res["achieved"]
+    assert a["seed"] != res["settings"]["seed"] and a["n_paths"] == 2048
+    assert abs(a["value"] - 20.0) < 3 * math.hypot(a["stderr"], res["fit_stderr"]) + 0.1, a
+    assert abs(a["value"] - start) > 10 * a["stderr"]  # it moved the metric, by far more than the noise
+    # the solution is a valid --set override of the scenario
+    sc = load_scenario("april_2025_prior", res["overrides"])
+    assert sc.config["regimes"]["tariff_shock"]["jump_tau_mean"] == new
+    hist = res["history"]
+    assert hist[0]["metric"] == start and hist[0]["distance"] == 0.0
+    assert {"iteration", "metric", "distance", "drivers"} <= set(hist[-1])
+    assert "achieved on fresh paths" in printed
+
+
+# ------------------------------------------------------------------------------------------------ CLI errors
+
+
+@pytest.mark.parametrize("argv", [
+    ["reverse", "april_2025_prior", "--target", "prob_y10_above_5pct", "--drivers", "basis_funds.leverage"],
+    ["reverse", "april_2025_prior", "--target", "prob_y10_above_5pct=x", "--drivers", "basis_funds.leverage"],
+    ["reverse", "april_2025_prior", "--target", "no_such_metric=1", "--drivers", "basis_funds.leverage"],
+    ["reverse", "april_2025_prior", "--target", "prob_y10_above_5pct=1.5", "--drivers", "basis_funds.leverage"],
+    ["reverse", "april_2025_prior", "--target", "y10_change_bp_mean=20", "--drivers", "basis_funds.levrage"],
+    ["reverse", "april_2025_prior", "--target", "y10_change_bp_mean=20", "--drivers", "regimes.generator[0][0]"],
+    ["reverse", "april_2025_prior", "--target", "y10_change_bp_mean=20", "--drivers", "basis_funds.leverage",
+     "--set", "basis_funds.leverage=-1"],
+    ["reverse", "april_2025_prior", "--target", "y10_change_bp_mean=20", "--drivers", "basis_funds.leverage",
+     "--paths", "0"],
+    ["calibrate", "event", "--window", "2025-04-11:2025-04-02", "--base", "april_2025_prior"],
+    ["calibrate", "event", "--window", "2025-04-31:2025-05-09", "--base", "april_2025_prior"],
+    ["calibrate", "event", "--window", "2025-04-02", "--base", "april_2025_prior"],
+    ["calibrate", "event", "--window", "2025-04-05:2025-04-06", "--base", "april_2025_prior"],  # a weekend: no data
+    ["calibrate", "event", "--window", "2025-04-02:2025-04-11", "--base", "no_such_scenario"],
+    ["calibrate", "event", "--window", "2025-04-02:2025-04-11", "--base", "april_2025_prior", "--targets", "y5"],
+    ["calibrate", "event", "--window", "2025-04-02:2025-04-11", "--base", "april_2025_prior",
+     "--params", "regimes.tariff_shock.no_such"],
+    ["calibrate", "history", "--start", "2025-13-01"],
+    ["calibrate", "history", "--start", "2025-01-01", "--end", "2025-02-01"],  # too short for the fits
+])
+def test_cli_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):
+    out = str(tmp_path / ("x.toml" if argv[0] == "calibrate" else "rev"))
+    rc = run_cli(argv + ["--out", out])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxstress"), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x.toml").exists() and not (tmp_path / "rev").exists()
+
+
+def test_cli_registers_the_verbs():
+    parser = _Parser(prog="jaxstress")
+    handlers = add_parsers(parser.add_subparsers(dest="command", parser_class=_Parser))
+    assert set(handlers) == {"calibrate", "reverse"}
+    args = parser.parse_args(["calibrate", "event", "--window", "2025-04-02:2025-04-11", "--base", "x", "--out",
+                              "y.toml"])
+    assert (args.command, args.calibrate_command, args.paths, args.steps) == ("calibrate", "event", 2048, 150)
+    assert np.isclose(args.lr, 0.05)
