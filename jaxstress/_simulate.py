@@ -377,6 +377,10 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
     chunk_paths = chunk_blocks * BLOCK
     n_chunks = -(-blocks_total // chunk_blocks)
     rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
+    if n_proc > 1:
+        from ._distributed import check_same, gather_chunks
+
+        check_same("the run", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths, "retain": retain})
 
     def take(c):  # paths of chunk c that are kept, and those whose snapshots are retained
         return min(chunk_paths, n_paths - c * chunk_paths)
@@ -408,8 +412,6 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
         if progress is not None:
             progress(done, total)
     if n_proc > 1:
-        from ._distributed import gather_chunks
-
         dt = params.values["curve.k"].dtype
         ms = gather_chunks(metric_parts, n_chunks, (len(METRIC_NAMES), chunk_paths), dt)
         metric_parts = [x[:, :take(c)].astype(np.float64) for c, x in enumerate(ms)]

@@ -1,0 +1,108 @@
+"""Several hosts: `jax.distributed` set-up, this process's place in the job, and the merge of per-chunk results.
+
+A multi-process run (`jaxstress run ... --distributed`, or `simulate(..., distributed=True)` after `initialize()`)
+splits the path chunks round-robin: process p of P simulates chunks p, p + P, p + 2P, ... on its local devices.
+`gather_chunks` then collects every chunk's array on every process, in chunk (hence path) order, with
+`jax.experimental.multihost_utils.process_allgather` (an all-gather over all devices of the job; on CPU it runs
+over gloo), in groups of rounds of bounded size. Arrays are gathered in the simulation dtype, so the merged result
+is bitwise the one the chunks produced.
+
+Environment read by `initialize`:
+
+- `JAX_COORDINATOR_ADDRESS` (`host:port` of process 0, where it serves the coordinator), `JAX_NUM_PROCESSES`,
+  `JAX_PROCESS_ID` (0 .. N-1): set all three for an explicit set-up (cluster auto-detection is then off);
+  set none of them and JAX detects the job itself (SLURM, Open MPI, ...).
+- Read by JAX itself: `JAX_COORDINATOR_BIND_ADDRESS` (where process 0 listens; default all interfaces on the
+  coordinator's port) and `JAX_LOCAL_DEVICE_IDS` (the local accelerators a process uses, e.g. `0,1`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._errors import ConfigError
+
+ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+GATHER_BYTES = 256 * 2**20  # at most this much gathered output per all-gather call
+
+
+def initialize() -> tuple[int, int]:
+    """Join the job (`jax.distributed.initialize`); call before any JAX computation. Returns (process index,
+    process count). Cross-process collectives on CPU use gloo."""
+    import jax
+
+    env = {k: os.environ.get(k, "").strip() for k in ENV_VARS}
+    given = [k for k, v in env.items() if v]
+    if given and len(given) < len(ENV_VARS):
+        missing = ", ".join(k for k in ENV_VARS if k not in given)
+        raise ConfigError(f"--distributed: {', '.join(given)} set but {missing} not; set all three or none "
+                          "(to let JAX detect SLURM or Open MPI)")
+    if "jax_cpu_collectives_implementation" in jax.config.values:  # only the CPU backend uses it
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if given:
+        try:
+            n, rank = int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
+        except ValueError:
+            raise ConfigError("--distributed: JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers, got "
+                              f"'{env['JAX_NUM_PROCESSES']}' and '{env['JAX_PROCESS_ID']}'") from None
+        if not 0 <= rank < n:
+            raise ConfigError(f"--distributed: need 0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES, got {rank} and {n}")
+        jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"], num_processes=n,
+                                   process_id=rank, cluster_detection_method="deactivate")
+    else:
+        try:
+            jax.distributed.initialize()
+        except ValueError as e:  # nothing detected: no coordinator address, process count or id
+            raise ConfigError(f"--distributed: no cluster detected ({e}); run under SLURM or Open MPI, or set "
+                              + ", ".join(ENV_VARS)) from None
+    return process_info()
+
+
+def process_info() -> tuple[int, int]:
+    """(this process's index, number of processes); (0, 1) outside a distributed job."""
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def check_same(what: str, values: dict[str, int]) -> None:
+    """Raise ValueError on every process unless all processes pass the same values (e.g. the chunk geometry, which
+    depends on the local device count), instead of hanging in a gather of mismatched shapes."""
+    from jax.experimental.multihost_utils import process_allgather
+
+    mine = np.asarray([v % 2**31 for v in values.values()], np.int32)
+    everyone = np.asarray(process_allgather(mine))  # (processes, len(values))
+    if (everyone != mine).any():
+        rows = "; ".join(f"process {p}: " + ", ".join(f"{k}={v}" for k, v in zip(values, row))
+                         for p, row in enumerate(everyone.tolist()))
+        raise ValueError(f"the processes disagree on {what} ({rows}); give them the same arguments and --devices")
+
+
+def gather_chunks(local: list[np.ndarray], n_chunks: int, shape: tuple[int, ...], dtype) -> list[np.ndarray]:
+    """All chunks' arrays, in chunk order, on every process.
+
+    `local` holds this process's arrays for chunks rank, rank + P, ... (those below n_chunks), each of `shape`
+    and `dtype`. Round r holds chunks r P .. r P + P - 1; a process without a chunk in a round sends zeros, which
+    are dropped. Every process must call this with the same n_chunks, shape and dtype.
+    """
+    from jax.experimental.multihost_utils import process_allgather
+
+    rank, n_proc = process_info()
+    rounds = -(-n_chunks // n_proc)
+    expected = len(range(rank, n_chunks, n_proc))
+    if len(local) != expected:
+        raise ValueError(f"process {rank} has {len(local)} chunks, expected {expected}")
+    chunk_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    per_call = max(1, GATHER_BYTES // max(1, chunk_bytes * n_proc))
+    out: list[np.ndarray] = []
+    for r0 in range(0, rounds, per_call):
+        r1 = min(rounds, r0 + per_call)
+        mine = np.zeros((r1 - r0, *shape), dtype)
+        for r in range(r0, min(r1, len(local))):
+            mine[r - r0] = local[r]
+        both = np.asarray(process_allgather(mine))  # (processes, rounds, *shape)
+        both = np.swapaxes(both, 0, 1).reshape(-1, *shape)  # chunk order: round-major, then process
+        out.extend(both[: min(n_chunks - r0 * n_proc, len(both))])
+    return out

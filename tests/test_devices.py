@@ -1,0 +1,221 @@
+"""Several devices and several processes give the single-device results.
+
+Sharded runs use the 4 fake CPU devices of the test session (conftest.py). Comparisons are in float64: sharding
+compiles a different (SPMD) program, whose float32 rounding differs from the one-device program's in the last
+bits, as a change of chunk size does; in float64 that is far below the 1e-6 relative tolerance. The runs use
+`april_2025` over a quarter in chunks of 1024 paths, the shape test_engine compiles.
+
+The multi-process test launches two `python -m jaxstress run --distributed` processes on 127.0.0.1 (gloo
+collectives on CPU) and a one-process reference run beside them; the outputs must be identical.
+"""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxstress import load_scenario, simulate
+from jaxstress._cli import main
+from jaxstress._metrics import summarize
+from jaxstress._simulate import BLOCK, METRIC_NAMES, PATHS_AXIS, PRNG_IMPL, paths_mesh, report_steps, simulate_blocks
+
+SCENARIO = "april_2025"
+HORIZON = 0.25
+CHUNK = 1024
+PATHS = 2000  # not a whole number of blocks: the last block is cut
+SEED = 7
+N_DEV = 4
+
+
+@pytest.fixture(scope="module")
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return load_scenario(SCENARIO, horizon=HORIZON)
+
+
+@pytest.fixture(scope="module")
+def one_device(x64, scenario):
+    return simulate(scenario, PATHS, seed=SEED, chunk_size=CHUNK, dtype=jnp.float64)
+
+
+def assert_same_results(res, ref):
+    assert res.n_paths == ref.n_paths and res.variables == ref.variables and res.reports == ref.reports
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(res.metrics[name], ref.metrics[name], rtol=1e-6, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(res.snapshots, ref.snapshots, rtol=1e-6, atol=1e-9)
+    s_ref, s_res = summarize(ref.metrics), summarize(res.metrics)
+    assert s_ref.keys() == s_res.keys()
+    for key in s_ref:
+        for field in ("value", "stderr"):
+            assert s_res[key][field] == pytest.approx(s_ref[key][field], rel=1e-6, abs=1e-9), (key, field)
+
+
+def test_session_has_fake_devices():
+    assert jax.local_device_count() == N_DEV, "tests/conftest.py should fake 4 CPU devices"
+
+
+def test_sharded_run_equals_one_device(x64, scenario, one_device):
+    # chunk 256 is rounded up to 4 devices x 1 block, then to the 1024 of the reference: the same compiled shape
+    res = simulate(scenario, PATHS, seed=SEED, chunk_size=256, dtype=jnp.float64, devices=N_DEV)
+    assert res.chunk_size == N_DEV * BLOCK == one_device.chunk_size
+    assert_same_results(res, one_device)
+
+
+def test_blocks_are_sharded_along_paths(x64, scenario, one_device):
+    """Each device computes its own quarter of the paths (no replicated work), in block order."""
+    mesh = paths_mesh(N_DEV)
+    replicated = NamedSharding(mesh, PartitionSpec())  # placed as simulate() places them: the compiled shape is reused
+    dynamic, static = eqx.partition(scenario.params(jnp.float64), eqx.is_array)
+    params = eqx.combine(jax.device_put(dynamic, replicated), static)
+    key = jax.device_put(jax.random.key(SEED, impl=PRNG_IMPL), replicated)
+    reports = report_steps(scenario.config, params.n_steps)
+    ids = jax.device_put(np.arange(N_DEV, dtype=np.uint32), NamedSharding(mesh, PartitionSpec(PATHS_AXIS)))
+    metrics, snaps = simulate_blocks(params, key, ids, reports, mesh)
+    assert metrics.sharding.spec == PartitionSpec(None, PATHS_AXIS)
+    assert snaps.sharding.spec == PartitionSpec(None, None, PATHS_AXIS)
+    shards = sorted(metrics.addressable_shards, key=lambda s: s.index[1].start)
+    assert len({s.device for s in shards}) == N_DEV
+    assert [s.data.shape for s in shards] == [(len(METRIC_NAMES), BLOCK)] * N_DEV
+    y10 = METRIC_NAMES.index("y10_change_bp")
+    np.testing.assert_allclose(np.asarray(metrics)[y10, :PATHS], one_device.metrics["y10_change_bp"][:N_DEV * BLOCK],
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_devices_out_of_range(scenario):
+    with pytest.raises(ValueError, match="devices must be between 1 and 4"):
+        simulate(scenario, 256, devices=N_DEV + 1)
+    with pytest.raises(ValueError, match="do not split evenly"):
+        params = scenario.params()
+        simulate_blocks(params, jax.random.key(0, impl=PRNG_IMPL), jnp.arange(3, dtype=jnp.uint32),
+                        report_steps(scenario.config, params.n_steps), paths_mesh(2))
+
+
+def _quantiles(path):
+    with open(path) as f:
+        return [row for row in csv.reader(f)]
+
+
+def test_cli_devices_all(tmp_path, one_device):
+    out = tmp_path / "run"
+    rc = main(["run", SCENARIO, "--paths", str(PATHS), "--horizon", str(HORIZON), "--seed", str(SEED),
+               "--chunk-size", str(CHUNK), "--float64", "--devices", "all", "--out", str(out), "--quiet",
+               "--no-plots"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["devices_per_process"], summary["processes"], summary["chunk_size"]) == (N_DEV, 1, CHUNK)
+    assert summary["dtype"] == "float64"
+    ref = summarize(one_device.metrics)
+    assert summary["metrics"].keys() == ref.keys()
+    for key, m in summary["metrics"].items():
+        assert m["value"] == pytest.approx(ref[key]["value"], rel=1e-6, abs=1e-9), key
+    with np.load(out / "paths.npz") as npz:
+        np.testing.assert_allclose(npz["snapshots"], one_device.snapshots, rtol=1e-6, atol=1e-9)
+
+
+def test_cli_device_and_distributed_errors(tmp_path, monkeypatch, capsys):
+    rc = main(["run", SCENARIO, "--paths", "256", "--devices", "5", "--out", str(tmp_path / "a"), "--quiet"])
+    assert rc == 2 and "--devices 5: this process has 4 cpu device(s)" in capsys.readouterr().err
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    rc = main(["run", SCENARIO, "--paths", "256", "--distributed", "--out", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES not" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("n_proc, n_chunks", [(3, 7), (4, 2), (2, 6)])
+def test_gather_chunks_puts_chunks_in_path_order(monkeypatch, n_proc, n_chunks):
+    """The merge alone, for several processes emulated in turn: a fake all-gather returns what each process sent
+    in the same call (recorded in a first pass). Uneven splits, processes without chunks, several calls."""
+    import jax.experimental.multihost_utils as mh
+
+    from jaxstress import _distributed
+
+    shape = (2, 5)
+    chunks = [np.full(shape, c, np.float32) + np.arange(10, dtype=np.float32).reshape(shape) / 10
+              for c in range(n_chunks)]
+    monkeypatch.setattr(_distributed, "GATHER_BYTES", 2 * n_proc * chunks[0].nbytes)  # two rounds per call
+    sent: dict[tuple[int, int], np.ndarray] = {}
+
+    def run(rank):
+        calls = iter(range(10**6))
+
+        def fake_allgather(x):
+            i = next(calls)
+            sent[rank, i] = x.copy()
+            return np.stack([sent.get((q, i), np.zeros_like(x)) for q in range(n_proc)])
+
+        monkeypatch.setattr(_distributed, "process_info", lambda: (rank, n_proc))
+        monkeypatch.setattr(mh, "process_allgather", fake_allgather)
+        return _distributed.gather_chunks(chunks[rank::n_proc], n_chunks, shape, np.float32)
+
+    for rank in range(n_proc):  # first pass: record what every process sends
+        run(rank)
+    for rank in range(n_proc):
+        out = run(rank)
+        assert len(out) == n_chunks
+        for c in range(n_chunks):
+            np.testing.assert_array_equal(out[c], chunks[c], err_msg=f"rank {rank}, chunk {c}")
+    with pytest.raises(ValueError, match="has 1 chunks, expected"):
+        _distributed.gather_chunks(chunks[:1], n_chunks + 2 * n_proc, shape, np.float32)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    """Two processes on loopback split 3 chunks (2 + 1, the last one partly padding); process 0 merges and
+    writes; the result is bitwise a one-process run's (both run the same chunk shape in float32)."""
+    port = _free_port()
+    args = [sys.executable, "-m", "jaxstress", "run", SCENARIO, "--paths", "2048", "--horizon", "0.1",
+            "--chunk-size", "768", "--seed", "3", "--quiet", "--no-plots"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROC"))}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEV}")
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    procs = [subprocess.Popen(args + ["--out", str(tmp_path / "single")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)]
+    for rank in range(2):
+        penv = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
+                    JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
+        procs.append(subprocess.Popen(args + ["--distributed", "--out", str(dist / "out")], env=penv, cwd=dist,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert all(line.startswith("[Gloo]") for line in out.splitlines()), out  # gloo's C++ logs its peers
+    assert sorted(x.name for x in dist.iterdir()) == ["out"]  # only process 0 wrote, and nothing else is left
+    single, merged = tmp_path / "single", dist / "out"
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (single, merged))
+    assert (a["processes"], b["processes"], b["chunk_size"], b["paths"]) == (1, 2, 768, 2048)
+    assert b["metrics"] == a["metrics"]
+    assert _quantiles(merged / "quantiles.csv") == _quantiles(single / "quantiles.csv")
+    with np.load(single / "paths.npz") as x, np.load(merged / "paths.npz") as y:
+        assert sorted(x.files) == sorted(y.files)
+        for k in x.files:
+            np.testing.assert_array_equal(y[k], x[k], err_msg=k)
