@@ -73,8 +73,22 @@ def portfolio_risk(res: SimulationResult) -> dict:
     }
 
 
+def holder_sales(res: SimulationResult) -> dict[str, dict[str, float]]:
+    """Each foreign holder's sales over the horizon ($bn), from the retained paths' holdings (initial - final)."""
+    from ._metrics import mean_se
+
+    out = {}
+    for h in res.params.holder_names:
+        i = res.variables.index(f"holdings_{h}")
+        sold = (res.snapshots[0, i] - res.snapshots[-1, i]).astype(np.float64)
+        value, se = mean_se(sold)
+        out[f"foreign_sales_{h}_bn_mean"] = {"value": value, "stderr": se}
+    return out
+
+
 def summary_dict(res: SimulationResult, version: str, level: float = 5.0) -> dict:
     metrics = summarize(res.metrics, level)
+    metrics.update(holder_sales(res))
     cfg = res.scenario.config
     steps = res.params.n_steps
     return {

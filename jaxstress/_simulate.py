@@ -337,7 +337,7 @@ class SimulationResult:
     chunk_size: int
 
 
-def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 65536, retain: int = 200_000,
+def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 16384, retain: int = 200_000,
              dtype=None, progress: Callable[[int, int], None] | None = None, devices: int | None = None,
              distributed: bool = False) -> SimulationResult:
     """Run n_paths of a scenario in chunks; keep per-path metrics for all paths and reporting-date values for the

@@ -1,0 +1,146 @@
+"""Compare simulation variants in one run: dtype, chunk size, random-number generator, and a simple baseline.
+
+    python scripts/benchmark.py [--paths 65536] [--steps 63] [--repeats 3]
+
+Each variant is compiled once (compile time reported), then timed `--repeats` times with block_until_ready; the
+best time is reported as path-steps per second. The machine's other load shows up as spread between repeats, so
+compare variants within one run only. Variants:
+- full model, float32, the default counter-based threefry draws, chunk sizes 16384 / 65536 / 262144;
+- full model, float64;
+- full model with the draws of `jax.random.normal`/`uniform` on a key per (block, step) (fold_in), the textbook
+  way (what the counter-based draws replaced);
+- the random numbers alone (the same 12 draws per path-step, summed), to see their share;
+- a lean baseline: three independent OU factors and the 10y yield, one fused elementwise step, same draws.
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstress._config import load_scenario
+from jaxstress._model import N_NORMAL, N_UNIFORM
+from jaxstress._simulate import BLOCK, _block_draws, _simulate, report_steps
+
+
+def _time(fn, args, repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - t0
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return compile_s, best
+
+
+def _fold_in_draws(key, block_ids, dtype):
+    def draw(t):
+        def one(b):
+            kb = jax.random.fold_in(jax.random.fold_in(key, b), t)
+            kn, ku = jax.random.split(kb)
+            return (jax.random.normal(kn, (BLOCK, N_NORMAL), dtype), jax.random.uniform(ku, (BLOCK, N_UNIFORM), dtype))
+
+        n, u = jax.vmap(one)(block_ids)
+        return n.reshape(-1, N_NORMAL), u.reshape(-1, N_UNIFORM)
+
+    return draw
+
+
+def full_model(params, reports, n_blocks, draws):
+    @jax.jit
+    def run(values, key):
+        p = jax.tree_util.tree_map(lambda x: x, params)
+        import equinox as eqx
+
+        p = eqx.tree_at(lambda q: q.values, p, values)
+        draw = draws(key, jnp.arange(n_blocks, dtype=jnp.uint32), values["curve.k"].dtype)
+        metrics, _, _ = _simulate(p, n_blocks * BLOCK, draw, reports)
+        return metrics
+
+    return run
+
+
+def rng_only(n_blocks, n_steps, dtype):
+    @jax.jit
+    def run(key):
+        draw = _block_draws(key, jnp.arange(n_blocks, dtype=jnp.uint32), dtype)
+
+        def body(c, t):
+            n, u = draw(t)
+            return c + n.sum(axis=1) + u.sum(axis=1), None
+
+        return jax.lax.scan(body, jnp.zeros(n_blocks * BLOCK, dtype), jnp.arange(n_steps))[0]
+
+    return run
+
+
+def lean_baseline(n_blocks, n_steps, dtype):
+    """Three OU factors (short rate, inflation, term premium) and the 10y yield: the simplest model of this kind."""
+
+    @jax.jit
+    def run(key):
+        draw = _block_draws(key, jnp.arange(n_blocks, dtype=jnp.uint32), dtype)
+        n = n_blocks * BLOCK
+        dt = 1 / 252
+
+        def body(x, t):
+            z, _ = draw(t)
+            r, pi, tau, ymax = x
+            r = r + 2.0 * (0.04 - r) * dt + 0.006 * np.sqrt(dt) * z[:, 0]
+            pi = pi + 1.0 * (0.023 - pi) * dt + 0.004 * np.sqrt(dt) * z[:, 1]
+            tau = tau + 1.0 * (0.005 - tau) * dt + 0.006 * np.sqrt(dt) * z[:, 2]
+            y10 = 0.42 * r + 0.58 * (0.02 + pi) + tau
+            return (r, pi, tau, jnp.maximum(ymax, y10)), None
+
+        x0 = tuple(jnp.full(n, v, dtype) for v in (0.043, 0.023, 0.003, 0.0))
+        return jax.lax.scan(body, x0, jnp.arange(n_steps))[0][3]
+
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--paths", type=int, default=65536)
+    ap.add_argument("--steps", type=int, default=63)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(f"{jax.devices()[0]}, {args.paths:,} paths x {args.steps} steps, best of {args.repeats}")
+    print(f"{'variant':58s} {'M path-steps/s':>15s} {'compile s':>10s}")
+
+    def report(name, n_paths, compile_s, best):
+        print(f"{name:58s} {n_paths * args.steps / best / 1e6:15.2f} {compile_s:10.1f}", flush=True)
+
+    results = []
+    for x64 in (False, True):
+        jax.config.update("jax_enable_x64", x64)
+        sc = load_scenario("april_2025", horizon=args.steps / 252)
+        params = sc.params()
+        reports = report_steps(sc.config, params.n_steps)
+        dt = "float64" if x64 else "float32"
+        key = jax.random.key(0)
+        chunks = (4096, 16384, 65536, 262144) if not x64 else (16384,)
+        for chunk in chunks:
+            nb = max(1, chunk // BLOCK)
+            run = full_model(params, reports, nb, _block_draws)
+            reps = max(1, args.paths // (nb * BLOCK))
+            c, best = _time(lambda v, k: [run(v, k) for _ in range(reps)], (params.values, key), args.repeats)
+            report(f"full model, {dt}, counter threefry, chunk {nb * BLOCK:,}", reps * nb * BLOCK, c, best)
+            results.append(best)
+        nb = max(1, args.paths // BLOCK)
+        if not x64:
+            run = full_model(params, reports, nb, _fold_in_draws)
+            c, best = _time(run, (params.values, key), args.repeats)
+            report(f"full model, {dt}, jax.random per (block, step) fold_in", nb * BLOCK, c, best)
+        c, best = _time(rng_only(nb, args.steps, params.values["curve.k"].dtype), (key,), args.repeats)
+        report(f"random numbers only (12 per path-step), {dt}", nb * BLOCK, c, best)
+        c, best = _time(lean_baseline(nb, args.steps, params.values["curve.k"].dtype), (key,), args.repeats)
+        report(f"lean baseline: 3 OU factors + 10y, {dt}", nb * BLOCK, c, best)
+    jax.config.update("jax_enable_x64", False)
+
+
+if __name__ == "__main__":
+    main()
