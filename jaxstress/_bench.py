@@ -78,7 +78,8 @@ def bench(scenario: Scenario, paths: int, chunk_size: int = 16384, grad_chunk_si
         gb = max(1, min(blocks, grad_chunk_size // BLOCK))
         n_g = -(-blocks // gb)
         dt = params.values["curve.k"].dtype
-        args = (jnp.asarray(KINDS.index("mean"), jnp.int32), jnp.asarray(METRIC_NAMES.index("y10_change_bp"), jnp.int32),
+        args = (jnp.asarray(KINDS.index("mean"), jnp.int32),
+                jnp.asarray(METRIC_NAMES.index("y10_change_bp"), jnp.int32),
                 *(jnp.asarray(x, dt) for x in (0.0, 0.0, 0.0, 1.0, 0.05)))
 
         def grad_all():

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "merges and writes; set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or "
                           "run under SLURM / Open MPI")
 
-    sens = sub.add_parser("sensitivities", help="d(metric)/d(driver) for every driver by autodiff, with a tornado chart")
+    sens = sub.add_parser("sensitivities",
+                          help="d(metric)/d(driver) for every driver by autodiff, with a tornado chart")
     _add_scenario_args(sens)
     sens.add_argument("--metric", default="y10_change_bp_mean",
                       help="metric to differentiate, e.g. y10_change_bp_mean, y10_change_bp_q99, "

@@ -34,7 +34,7 @@ def loadings(
 
 
 def zero_yields(
-    m: Float[ArrayLike, "m"],
+    m: Float[ArrayLike, " m"],
     r: Float[ArrayLike, "*batch"],
     pi: Float[ArrayLike, "*batch"],
     tau: Float[ArrayLike, "*batch"],

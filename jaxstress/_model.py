@@ -47,8 +47,8 @@ class Prep(eqx.Module):
     cum_p: Float[Array, "R R"]
     log_p: Float[Array, "R R"]
     chol: Float[Array, "R 5 5"]
-    load_10: Float[Array, "3"]  # (B, C, G/G10) at 10y
-    load_2: Float[Array, "3"]
+    load_10: Float[Array, " 3"]  # (B, C, G/G10) at 10y
+    load_2: Float[Array, " 3"]
     load_debt: Float[Array, "3 K"]
     debt_share: Float[Array, " K"]
     debt_mat: Float[Array, " K"]

@@ -44,7 +44,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
     },
     "simulation": {
         "horizon": Field("float", "years", "simulated horizon", 1 / 252, 30.0, static=True),
-        "steps_per_year": Field("int", "steps/year", "time steps per year (252 = business days)", 1, 100000, static=True),
+        "steps_per_year": Field("int", "steps/year", "time steps per year (252 = business days)", 1, 100000,
+                                static=True),
         "report_days": Field("ints", "steps", "reporting dates in steps (business days); the horizon is added", 0,
                              static=True),
     },
@@ -99,7 +100,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "lambda0": F("decimal", "transient premium per depth of net flow", 0.0, 1.0, **RATE),
         "rho": F("1/year", "decay rate of the transient flow impact", 0.0, 1000.0, 1.0),
         "convexity": F("", "extra impact per unit of dealer load above capacity", 0.0, 100.0, 0.1),
-        "stock_bp_per_tn": F("bp per $tn", "persistent premium per $tn of cumulative net private supply", -500, 500, 1.0),
+        "stock_bp_per_tn": F("bp per $tn", "persistent premium per $tn of cumulative net private supply", -500, 500,
+                             1.0),
     },
     "dealers": {
         "capacity": F("$bn", "balance sheet dealers can use to absorb net sales", 1.0, 1e6, 100.0, lo_open=True),
@@ -154,7 +156,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "equity": {
         "mu": F("decimal/year", "equity drift", -1.0, 1.0, 0.01),
         "sigma": F("decimal/sqrt(year)", "equity volatility", 0.0, 2.0, 0.01),
-        "tp_beta": F("", "log-price change per unit change of the term premium (discount-rate channel)", -100, 100, 1.0),
+        "tp_beta": F("", "log-price change per unit change of the term premium (discount-rate channel)", -100, 100,
+                     1.0),
     },
     "dollar": {
         "sigma": F("decimal/sqrt(year)", "dollar volatility", 0.0, 1.0, 0.01),

@@ -23,9 +23,9 @@ from jax.extend.random import threefry_2x32
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
-from ._errors import SimulationError
 from ._curve import par_yield_from_zero, zero_yields
-from ._model import N_NORMAL, N_UNIFORM, Prep, State, initial_state, prepare, step, tau_total
+from ._errors import SimulationError
+from ._model import N_NORMAL, Prep, State, initial_state, prepare, step, tau_total
 from ._portfolio import portfolio_value
 
 BLOCK = 256

@@ -155,7 +155,7 @@ def test_model_par_matches_curve_module():
 def test_curve_fit_meets_rmse_targets(curve, history):
     dates, _ = history
     rmse = curve.rmse_by_maturity()
-    print("curve fit 2019-2025: k=%.4f kc=%.4f mu=%.4f RMSE bp %s" % (
+    print("curve fit 2019-2025: k={:.4f} kc={:.4f} mu={:.4f} RMSE bp {}".format(
         curve.k, curve.kc, curve.mu, {f"{m:g}y": round(e, 1) for m, e in rmse.items()}))
     assert rmse[1.0] <= 20.0
     assert all(rmse[m] <= 12.0 for m in MATURITIES if m >= 2.0)
@@ -290,8 +290,8 @@ def test_hamilton_agrees_with_statsmodels():
     order = np.argsort(ref.params[4:6])
     means, variances = np.asarray(ref.params[2:4])[order], np.asarray(ref.params[4:6])[order]
     trans = np.asarray(ref.regime_transition)[..., 0].T[np.ix_(order, order)]  # sm: [i, j] = Pr(j -> i)
-    print("Hamilton dDGS10 2018-2025 (bp): ours means %s var %s P %s ll %.4f | statsmodels means %s var %s P %s "
-          "ll %.4f" % (ours["means"], ours["variances"], ours["transition"].ravel(), ours["loglik"], means,
+    print("Hamilton dDGS10 2018-2025 (bp): ours means {} var {} P {} ll {:.4f} | statsmodels means {} var {} P {} "
+          "ll {:.4f}".format(ours["means"], ours["variances"], ours["transition"].ravel(), ours["loglik"], means,
                        variances, trans.ravel(), ref.llf))
     assert ours["variances"][0] < ours["variances"][1]
     np.testing.assert_allclose(ours["means"], means, rtol=0.05)

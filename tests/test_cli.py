@@ -32,9 +32,11 @@ def test_run_writes_summary_and_quantiles(small_run):
                  "interest_cost_change_bn_mean"):
         assert set(m[name]) == {"value", "stderr"} and np.isfinite(m[name]["value"])
     assert m["portfolio_loss_es_99"]["value"] >= m["portfolio_loss_var_99"]["value"]
-    holders = [k for k in m if k.startswith("foreign_sales_") and k.endswith("_bn_mean") and k != "foreign_sales_bn_mean"]
+    holders = [k for k in m
+               if k.startswith("foreign_sales_") and k.endswith("_bn_mean") and k != "foreign_sales_bn_mean"]
     assert len(holders) == 5  # one per holder of the scenario
-    assert sum(m[k]["value"] for k in holders) == pytest.approx(m["foreign_sales_bn_mean"]["value"], rel=1e-4, abs=1e-6)
+    total = m["foreign_sales_bn_mean"]["value"]
+    assert sum(m[k]["value"] for k in holders) == pytest.approx(total, rel=1e-4, abs=1e-6)
     with open(small_run / "quantiles.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["business_days", "t_years", "variable", "quantile", "value"]
