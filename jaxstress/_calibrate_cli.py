@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._cli import _seed
 from ._errors import ConfigError
 
 DEFAULT_HISTORY = ("2019-01-01", "2025-12-31")
@@ -43,7 +44,7 @@ def add_parsers(subparsers) -> dict[str, Callable[[argparse.Namespace], int]]:
     h.add_argument("--start", default=DEFAULT_HISTORY[0], help=f"first date (default {DEFAULT_HISTORY[0]})")
     h.add_argument("--end", default=DEFAULT_HISTORY[1], help=f"last date (default {DEFAULT_HISTORY[1]})")
     h.add_argument("--out", required=True, metavar="FILE.toml", help="scenario file to write")
-    h.add_argument("--seed", type=int, default=0, help="seed of the Hamilton filter's starting point (default 0)")
+    h.add_argument("--seed", type=_seed, default=0, help="seed of the Hamilton filter's starting point (default 0)")
     h.add_argument("--hamilton-steps", type=int, default=300, help="Adam steps before L-BFGS (default 300)")
 
     e = csub.add_parser("event", help="fit shock sizes to the moves of an event window",
@@ -59,7 +60,7 @@ def add_parsers(subparsers) -> dict[str, Callable[[argparse.Namespace], int]]:
                         "jump_pi_mean, pi_shift, foreign_selling, basis_funds.haircut_vol, impact.lambda0)")
     e.add_argument("--paths", type=int, default=2048, help="Monte Carlo paths (default 2048)")
     e.add_argument("--steps", type=int, default=150, help="Adam steps (default 150)")
-    e.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    e.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     e.add_argument("--lr", type=float, default=0.05, help="Adam learning rate, prior scales per step (default 0.05)")
     e.add_argument("--scale", default="10", help="bp per unit of misfit, or 'sd' (default 10)")
     e.add_argument("--prior-weight", type=float, default=1.0, help="weight of the prior penalty (default 1)")
@@ -78,10 +79,10 @@ def add_parsers(subparsers) -> dict[str, Callable[[argparse.Namespace], int]]:
                         "basis_funds.leverage or regimes.generator[0][1]")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory for reverse.json")
     r.add_argument("--paths", type=int, default=4096, help="paths of the optimisation (default 4096)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the optimisation paths (default 0)")
+    r.add_argument("--seed", type=_seed, default=0, help="seed of the optimisation paths (default 0)")
     r.add_argument("--steps", type=int, default=100, help="most gradient evaluations (default 100)")
     r.add_argument("--fresh-paths", type=int, default=None, help="paths of the re-estimate (default 2 x --paths)")
-    r.add_argument("--fresh-seed", type=int, default=None, help="seed of the re-estimate (default --seed + 1)")
+    r.add_argument("--fresh-seed", type=_seed, default=None, help="seed of the re-estimate (default --seed + 1)")
     r.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default 0.02)")
     r.add_argument("--width", type=float, default=0.05,
                    help="smoothing width of probability metrics, percent (default 0.05)")

@@ -36,6 +36,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got '{text}'") from None
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2^63), got {v}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -69,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="simulate a scenario and write summary.json, quantiles.csv, paths.npz")
     _add_scenario_args(run)
     run.add_argument("--paths", type=_positive_int, default=100_000, help="Monte Carlo paths (default 100000)")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     run.add_argument("--out", default="runs/latest", help="output directory (default runs/latest)")
     run.add_argument("--chunk-size", type=_positive_int, default=16384,
                      help="paths per chunk (default 16384, fastest on CPU caches; use millions on a GPU)")
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="metric to differentiate, e.g. y10_change_bp_mean, y10_change_bp_q99, "
                            "prob_y10_above_5pct, portfolio_loss_es_99 (default y10_change_bp_mean)")
     sens.add_argument("--paths", type=_positive_int, default=16384, help="Monte Carlo paths (default 16384)")
-    sens.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sens.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     sens.add_argument("--out", default="runs/sensitivities", help="output directory (default runs/sensitivities)")
     sens.add_argument("--drivers", help="comma-separated dotted config keys (default: every driver)")
     sens.add_argument("--chunk-size", type=_positive_int, default=4096, help="paths per gradient chunk (default 4096)")
