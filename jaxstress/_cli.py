@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
@@ -40,7 +40,7 @@ def _seed(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
     if not 0 <= v < 2**63:
         raise argparse.ArgumentTypeError(f"expected a seed in [0, 2^63), got {v}")
     return v
@@ -50,9 +50,9 @@ def _positive_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return v
 
 
@@ -165,7 +165,10 @@ def format_table(summary: dict) -> str:
              f"{'metric':34s} {'value':>12s} {'stderr':>10s}  unit"]
     for k in KEY_METRICS:
         if k in m:
-            lines.append(f"{k:34s} {m[k]['value']:12.4g} {m[k]['stderr']:10.2g}  {units.get(k, '')}")
+            val, se = m[k]["value"], m[k]["stderr"]
+            val_text = f"{val:12.4g}" if val is not None else f"{'n/a':>12s}"
+            se_text = f"{se:10.2g}" if se is not None else f"{'n/a':>10s}"
+            lines.append(f"{k:34s} {val_text} {se_text}  {units.get(k, '')}")
     pf = summary["portfolio"]
     lines.append(f"portfolio {pf['name']}: PV {pf['pv_bn']:.4g} $bn, DV01 {pf['dv01_bn'] * 1e3:.4g} $mm/bp")
     return "\n".join(lines)
@@ -286,9 +289,14 @@ def cmd_bench(args) -> int:
 
 def cmd_scenarios(args) -> int:
     from ._config import resolve_path, shipped_scenarios
+    from ._errors import ConfigError
 
     if args.show:
-        print(resolve_path(args.show).read_text(), end="")
+        path = resolve_path(args.show)
+        try:
+            print(path.read_text(encoding="utf-8"), end="")
+        except UnicodeDecodeError:
+            raise ConfigError("not UTF-8 text; TOML files must be UTF-8", file=str(path)) from None
         return 0
     items = shipped_scenarios()
     width = max(len(k) for k in items)
@@ -393,7 +401,10 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print("jaxstress: interrupted; no output was written", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # exit at once: interpreter shutdown with XLA threads mid-computation can crash after an interrupt
+        os._exit(130)
     except BrokenPipeError:  # pragma: no cover
         os._exit(0)
 

@@ -66,12 +66,14 @@ def resolve_path(name_or_path: str) -> pathlib.Path:
 
 def _read_toml(path: pathlib.Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read file: {e.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start}); TOML files must be UTF-8", file=str(path)) from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer literal over Python's 4300-digit limit
         raise ConfigError(f"malformed TOML: {e}", file=str(path)) from None
 
 
@@ -124,7 +126,7 @@ def parse_key(key: str) -> list[str | int]:
 def parse_value(text: str, key: str):
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError, or an integer literal over Python's 4300-digit limit
         # bare words are strings: --set scenario.portfolio=bank_afs
         if re.fullmatch(r"[\w./-]+", text) and not re.fullmatch(r"[-+]?[\d.eE+-]+", text):
             return text
@@ -179,10 +181,37 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# Every number must fit the default float32 simulation: larger ones become inf when the parameters are cast.
+_MAX_ABS = float(np.finfo(np.float32).max)
+
+
+def _finite(v) -> bool:
+    """Whether a TOML number is finite and fits float32 (huge integers do not raise OverflowError here)."""
+    try:
+        return math.isfinite(v) and abs(float(v)) <= _MAX_ABS
+    except OverflowError:
+        return False
+
+
+def _show(v) -> str:
+    """A short repr of a bad value for an error message (never raises on integers over 4300 digits)."""
+    try:
+        s = repr(v)
+    except ValueError:  # an integer over 4300 digits, maybe inside a list
+        return f"an integer of about {v.bit_length() * 0.30103:.0f} digits" if isinstance(v, int) else "a huge value"
+    return s if len(s) <= 80 else s[:76] + " ..."
+
+
+def _one_line(s: str) -> str:
+    """Control characters and line separators (e.g. from quoted TOML keys) escaped, so a message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
 def _check(field: Field, value, key: str, file):
     def bounds(x, k=key):
-        if not math.isfinite(x):
-            raise ConfigError(f"expected a finite number, got {x}", file=file, key=k)
+        if not _finite(x):
+            raise ConfigError(f"expected a finite number of magnitude at most {_MAX_ABS:.4g}, got {_show(x)}",
+                              file=file, key=k)
         lo_bad = field.lo is not None and (x <= field.lo if field.lo_open else x < field.lo)
         if lo_bad or (field.hi is not None and x > field.hi):
             lo = "-inf" if field.lo is None else field.lo
@@ -194,25 +223,25 @@ def _check(field: Field, value, key: str, file):
     kind = field.kind
     if kind == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {value!r}", file=file, key=key)
+            raise ConfigError(f"expected a string, got {_show(value)}", file=file, key=key)
         return value
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {value!r}", file=file, key=key)
+            raise ConfigError(f"expected true or false, got {_show(value)}", file=file, key=key)
         return value
     if kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"expected an integer, got {value!r}", file=file, key=key)
+            raise ConfigError(f"expected an integer, got {_show(value)}", file=file, key=key)
         bounds(value)
         return value
     if kind == "float":
         if not _is_num(value):
-            raise ConfigError(f"expected a number, got {value!r}", file=file, key=key)
-        bounds(float(value))
+            raise ConfigError(f"expected a number, got {_show(value)}", file=file, key=key)
+        bounds(value)
         return float(value)
     if kind in ("floats", "ints", "strs"):
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"expected a non-empty list, got {value!r}", file=file, key=key)
+            raise ConfigError(f"expected a non-empty list, got {_show(value)}", file=file, key=key)
         out = []
         for i, v in enumerate(value):
             sub = Field({"floats": "float", "ints": "int", "strs": "str"}[kind], field.unit, lo=field.lo, hi=field.hi,
@@ -225,8 +254,9 @@ def _check(field: Field, value, key: str, file):
             raise ConfigError("expected a list of equal-length lists of numbers (a matrix)", file=file, key=key)
         for i, row in enumerate(value):
             for j, v in enumerate(row):
-                if not _is_num(v) or not math.isfinite(v):
-                    raise ConfigError(f"expected a finite number, got {v!r}", file=file, key=f"{key}[{i}][{j}]")
+                if not _is_num(v) or not _finite(v):
+                    raise ConfigError(f"expected a finite number of magnitude at most {_MAX_ABS:.4g}, got {_show(v)}",
+                                      file=file, key=f"{key}[{i}][{j}]")
         return [[float(v) for v in row] for row in value]
     raise AssertionError(kind)  # pragma: no cover
 
@@ -263,6 +293,10 @@ def validate(raw: dict, file: str | None = None) -> dict:
     names = out["regimes"]["names"]
     if len(set(names)) != len(names):
         raise ConfigError("regime names must be unique", file=file, key="regimes.names")
+    clash = sorted(set(names) & set(SECTIONS["regimes"]))
+    if clash:
+        raise ConfigError(f"'{clash[0]}' cannot name a regime: it is a key of [regimes] "
+                          f"({', '.join(SECTIONS['regimes'])})", file=file, key="regimes.names")
     reg_tables = {k: v for k, v in raw["regimes"].items() if isinstance(v, dict)}
     for name in reg_tables:
         if name not in names:
@@ -445,12 +479,26 @@ class Scenario:
 def load_scenario(name_or_path: str = DEFAULT_SCENARIO, overrides=(), portfolio: str | None = None,
                   horizon: float | None = None, steps_per_year: int | None = None) -> Scenario:
     """Read, override and validate a scenario; load its portfolio."""
+    try:
+        return _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year)
+    except ConfigError as e:  # names and keys come from the user: keep the message on one line
+        if str(e).isprintable():
+            raise
+        err = type(e)(_one_line(str(e)))
+        err.file, err.key = e.file, e.key
+        raise err from None
+
+
+def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) -> Scenario:
     raw, file = read_scenario_dict(name_or_path)
     for ov in overrides:
         try:
             apply_override(raw, ov)
         except ConfigError as e:
             raise ConfigError(f"--set {ov}: {e}") from None
+        if "extends" in raw:  # resolved when the file was read: an override of it would be silently ignored
+            raise ConfigError(f"--set {ov}: 'extends' cannot be overridden; give the scenario to extend as the "
+                              "file, or write a TOML file with extends = ...", key="extends")
     if horizon is not None:
         raw.setdefault("simulation", {})["horizon"] = horizon
     if steps_per_year is not None:

@@ -46,6 +46,8 @@ def es_se(loss: np.ndarray, q: float) -> tuple[float, float]:
     var = float(np.quantile(loss, q))
     excess = np.maximum(loss - var, 0.0)
     es = var + float(excess.mean()) / (1 - q)
+    if loss.size < 2:
+        return es, float("nan")
     return es, float(excess.std(ddof=1) / ((1 - q) * np.sqrt(loss.size)))
 
 

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from ._curve import zero_yields
+from ._errors import ConfigError
 from ._metrics import QUANTILES, summarize, unit_of
 from ._portfolio import risk_report
 from ._simulate import PERCENT, SimulationResult
@@ -29,7 +30,12 @@ from ._simulate import PERCENT, SimulationResult
 def atomic_dir(target: str | os.PathLike):
     """Yield a temporary directory; on success it replaces `target`, on failure it is removed."""
     target = pathlib.Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise ConfigError("the output path is a file, not a directory: choose another --out", file=str(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError("cannot create the output directory: a parent is a file", file=str(target)) from None
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)
     try:
@@ -89,6 +95,10 @@ def holder_sales(res: SimulationResult) -> dict[str, dict[str, float]]:
 def summary_dict(res: SimulationResult, version: str, level: float = 5.0) -> dict:
     metrics = summarize(res.metrics, level)
     metrics.update(holder_sales(res))
+    for m in metrics.values():  # undefined with too few paths (e.g. the standard deviation of one path): null
+        for field in ("value", "stderr"):
+            if m[field] is not None and not np.isfinite(m[field]):
+                m[field] = None
     cfg = res.scenario.config
     steps = res.params.n_steps
     return {

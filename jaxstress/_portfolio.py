@@ -204,7 +204,10 @@ def load_portfolio(path_or_name: str | Path) -> Portfolio:
             raise ConfigError(
                 f"portfolio file not found; shipped portfolios: {', '.join(shipped_portfolios())}", file=s
             )
-        text, file = path.read_text(encoding="utf-8"), s
+        try:
+            text, file = path.read_text(encoding="utf-8"), s
+        except UnicodeDecodeError:
+            raise ConfigError("not UTF-8 text; TOML files must be UTF-8", file=s) from None
     else:
         entry = _shipped_dir() / f"{s}.toml"
         if not entry.is_file():
@@ -215,7 +218,7 @@ def load_portfolio(path_or_name: str | Path) -> Portfolio:
         text, file = entry.read_text(encoding="utf-8"), str(entry)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer over Python's 4300-digit limit
         raise ConfigError(f"invalid TOML: {e}", file=file) from None
     return portfolio_from_dict(data, file=file)
 

@@ -304,6 +304,8 @@ def simulate_draws(params: Params, normals: jax.Array, uniforms: jax.Array, repo
 def check_finite(metrics: np.ndarray, snaps: np.ndarray, variables, reports, name: str) -> None:
     """Refuse to report NaN or infinite values: name the first variable and reporting interval where they appear."""
     bad_paths = ~np.isfinite(metrics).all(axis=0)
+    bad_snap = ~np.isfinite(snaps).all(axis=(0, 1))
+    bad_paths[: bad_snap.size] |= bad_snap
     if not bad_paths.any():
         return
     where = "at the horizon"
