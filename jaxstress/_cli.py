@@ -377,7 +377,14 @@ def cmd_compare(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    scenario = _load(args)
+    from ._config import ConfigErrors
+
+    try:
+        scenario = _load(args)
+    except ConfigErrors as e:
+        for problem in e.problems:
+            print(f"jaxstress: error: {problem}", file=sys.stderr)
+        return 2
     cfg = scenario.config
     n_holders = sum(isinstance(v, dict) for v in cfg["holders"].values())
     print(f"ok: {scenario.name} ({len(cfg['regimes']['names'])} regimes, {n_holders} holders, "

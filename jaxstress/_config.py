@@ -270,25 +270,43 @@ def validate(raw: dict, file: str | None = None) -> dict:
         if sec not in known:
             raise _unknown(sec, sorted(known - {"extends"}), file)
     out: dict = {}
+    problems: list[ConfigError] = []  # independent problems of single keys are all collected, then reported
     for sec, fields in SECTIONS.items():
         given = raw.get(sec)
         if given is None:
-            raise ConfigError(f"missing section [{sec}]; add it or `extends = \"baseline\"`", file=file, key=sec)
+            problems.append(ConfigError(f"missing section [{sec}]; add it or `extends = \"baseline\"`", file=file,
+                                        key=sec))
+            continue
         if not isinstance(given, dict):
-            raise ConfigError("expected a table", file=file, key=sec)
+            problems.append(ConfigError("expected a table", file=file, key=sec))
+            continue
         dyn = DYNAMIC_TABLES.get(sec, {})
         out[sec] = {}
         for key, val in given.items():
-            if key in fields:
-                out[sec][key] = _check(fields[key], val, f"{sec}.{key}", file)
-            elif dyn and isinstance(val, dict):
-                continue  # a named table, checked below
-            else:
-                raise _unknown(f"{sec}.{key}", list(fields), file)
+            try:
+                if key in fields:
+                    out[sec][key] = _check(fields[key], val, f"{sec}.{key}", file)
+                elif dyn and isinstance(val, dict):
+                    continue  # a named table, checked below
+                else:
+                    raise _unknown(f"{sec}.{key}", list(fields), file)
+            except ConfigError as e:
+                problems.append(e)
+                out[sec][key] = None
         for key in fields:
             if key not in out[sec]:
-                raise ConfigError(f"missing key; expected {fields[key].doc or fields[key].kind}", file=file,
-                                  key=f"{sec}.{key}")
+                problems.append(ConfigError(f"missing key; expected {fields[key].doc or fields[key].kind}",
+                                            file=file, key=f"{sec}.{key}"))
+    holders_raw = raw.get("holders", {})
+    if isinstance(holders_raw, dict):
+        for name, tab in holders_raw.items():
+            if isinstance(tab, dict):
+                try:
+                    _named_table(tab, DYNAMIC_TABLES["holders"], f"holders.{name}", file)
+                except ConfigError as e:
+                    problems.append(e)
+    if problems:
+        raise ConfigErrors(problems)
     # named tables
     names = out["regimes"]["names"]
     if len(set(names)) != len(names):
@@ -340,6 +358,18 @@ def validate(raw: dict, file: str | None = None) -> dict:
     if not isinstance(raw["scenario"].get("portfolio", ""), str):
         raise ConfigError("expected a portfolio name or path", file=file, key="scenario.portfolio")
     return out
+
+
+class ConfigErrors(ConfigError):
+    """Several independent problems: the message is the first (one line); `problems` holds them all."""
+
+    def __init__(self, problems: list[ConfigError]):
+        self.problems = problems
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''}: " \
+               "`jaxstress validate` lists them)" if len(problems) > 1 else ""
+        ValueError.__init__(self, str(first) + more)
+        self.file, self.key = first.file, first.key
 
 
 def _named_table(tab: dict, fields: dict[str, Field], prefix: str, file) -> dict:
@@ -481,12 +511,19 @@ def load_scenario(name_or_path: str = DEFAULT_SCENARIO, overrides=(), portfolio:
     """Read, override and validate a scenario; load its portfolio."""
     try:
         return _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year)
-    except ConfigError as e:  # names and keys come from the user: keep the message on one line
+    except ConfigError as e:  # names and keys come from the user: keep each message on one line
         if str(e).isprintable():
             raise
-        err = type(e)(_one_line(str(e)))
-        err.file, err.key = e.file, e.key
-        raise err from None
+        raise _escaped(e) from None
+
+
+def _escaped(e: ConfigError) -> ConfigError:
+    if isinstance(e, ConfigErrors):
+        return ConfigErrors([_escaped(p) for p in e.problems])
+    err = ConfigError.__new__(type(e))
+    ValueError.__init__(err, _one_line(str(e)))
+    err.file, err.key = e.file, e.key
+    return err
 
 
 def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) -> Scenario:

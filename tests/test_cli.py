@@ -95,3 +95,17 @@ def test_scenarios_lists_shipped():
     r = _cli("scenarios")
     assert r.returncode == 0
     assert "april_2025" in r.stdout and "baseline" in r.stdout
+
+
+def test_validate_lists_every_problem(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("extends = 'baseline'\n[curve]\nk = 'fast'\nkk = 1.0\n[holders.japan]\nholdings = -5.0\n"
+                   "[fed]\nthreshold = -1.0\n")
+    assert main(["validate", str(cfg)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4
+    for key in ("curve.k", "curve.kk", "fed.threshold", "holders.japan.holdings"):
+        assert sum(f"'{key}'" in line for line in lines) == 1, key
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 more problems" in err[0]
