@@ -15,10 +15,8 @@ import argparse
 import datetime as _dt
 import json
 import math
-import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -329,17 +327,10 @@ def regimes_chart(res: dict, path: pathlib.Path, data_dir=None) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    from ._output import atomic_file
+
+    with atomic_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cmd_history(args) -> int:

@@ -330,7 +330,6 @@ def _read_summary(run_dir: str) -> dict:
 
 
 def cmd_compare(args) -> int:
-    import os
     import pathlib
 
     from ._errors import ConfigError
@@ -366,12 +365,10 @@ def cmd_compare(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the output directory: {e.strerror}", file=str(out)) from None
-    tmp = out / ".compare.png.tmp.png"
-    try:
+    from ._output import atomic_file
+
+    with atomic_file(out / "compare.png", suffix=".png") as tmp:
         compare_chart(summaries, labels, tmp)
-        os.replace(tmp, out / "compare.png")
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"wrote {out / 'compare.png'}")
     return 0
 

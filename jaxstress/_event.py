@@ -45,7 +45,6 @@ import dataclasses
 import math
 import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -58,6 +57,7 @@ import optax
 from . import _data
 from ._config import Scenario, _fmt, configs_dir, load_scenario, parse_key, parse_value, resolve_path, validate
 from ._errors import ConfigError, DataError
+from ._output import atomic_file
 from ._reverse import Driver, finite_block_draws, resolve_drivers, set_values
 from ._schema import SECTIONS
 from ._sensitivities import _score
@@ -501,18 +501,9 @@ def write_override_toml(base: str, entries: Sequence[tuple[str, object, str]], o
         lines.append("")
     text = "\n".join(lines)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".toml")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        load_scenario(tmp)  # validate before it replaces anything
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out_path, suffix=".toml") as tmp:
+        tmp.write_text(text)
+        load_scenario(str(tmp))  # validate before it replaces anything
     return out_path
 
 

@@ -54,6 +54,25 @@ def atomic_dir(target: str | os.PathLike):
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside `target`; on success it replaces `target` (with the umask's permissions),
+    on failure it is removed, so `target` is never half-written."""
+    target = pathlib.Path(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=suffix)
+    os.close(fd)
+    tmp = pathlib.Path(tmp)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def initial_curve(res: SimulationResult) -> dict[str, float]:
     v = res.params.values
     mats = np.asarray(res.params.maturities)
