@@ -1,7 +1,8 @@
 """The model of one path: its state, its initial value and one time step.
 
-The step is written for a single path (scalars, plus short vectors for the foreign holders and the debt
-buckets) and batched with `vmap` by `_simulate`. Everything is smooth in the parameters: triggers use
+The step is written for a single path (scalars, plus tuples of scalars for the foreign holders and the debt
+buckets) and batched with `vmap` by `_simulate`; under `vmap` every operation is elementwise over paths (see
+`step` for how it is kept cheap on CPU). Everything is smooth in the parameters: triggers use
 softplus/sigmoid with configurable widths (a width of zero gives the hard rule), and no Python control flow
 depends on traced values. The only discrete variable is the regime index, whose path log-probability is
 accumulated (`logp`) so score-function gradients with respect to the generator are available.
@@ -18,7 +19,7 @@ from jaxtyping import Array, Float, Int
 
 from ._config import Params
 from ._curve import loadings
-from ._regimes import sample_next, transition_matrix
+from ._regimes import transition_matrix
 from ._schema import REGIME_FIELDS
 
 N_NORMAL = 10  # 5 correlated (r, pi, tau, equity, dollar), r_star, p, basis, jump size pi, jump size tau
@@ -29,13 +30,13 @@ FIVE_DAYS = 5.0 / 252.0
 def smooth_relu(x, width):
     """width * softplus(x / width); the hard max(x, 0) when width == 0."""
     safe = jnp.where(width > 0, width, 1.0)
-    return jnp.where(width > 0, safe * jax.nn.softplus(x / safe), jnp.maximum(x, 0.0))
+    return jnp.where(width > 0, safe * jax.nn.softplus(x * (1.0 / safe)), jnp.maximum(x, 0.0))
 
 
 def smooth_step(x, width):
     """sigmoid(x / width); the hard indicator x > 0 when width == 0."""
     safe = jnp.where(width > 0, width, 1.0)
-    return jnp.where(width > 0, jax.nn.sigmoid(x / safe), (x > 0).astype(x.dtype))
+    return jnp.where(width > 0, jax.nn.sigmoid(x * (1.0 / safe)), (x > 0).astype(x.dtype))
 
 
 class Prep(eqx.Module):
@@ -96,7 +97,8 @@ def _yield(load, r, pi, tau, r_star, p):
 
 
 class State(eqx.Module):
-    """State of one path (scalars unless noted)."""
+    """State of one path (scalars unless noted). `tau`, `y10`, `y2` and `dysfunction` are functions of the
+    others, kept so that each step computes them once (at its end, for the next step)."""
 
     regime: Int[Array, ""]
     logp: Float[Array, ""]  # log-probability of the discrete draws so far (regime path, jump occurrences)
@@ -115,9 +117,9 @@ class State(eqx.Module):
     volfund: Float[Array, ""]  # vol-targeting funds' holdings, $bn
     dealer: Float[Array, ""]  # dealer inventory from absorbed net sales, $bn
     fed: Float[Array, ""]  # cumulative Fed backstop purchases, $bn
-    holdings: Float[Array, " H"]  # foreign official holdings, $bn
-    debt: Float[Array, " K"]  # marketable debt by bucket, $bn
-    coupon: Float[Array, " K"]  # average coupon by bucket
+    holdings: tuple[Float[Array, ""], ...]  # foreign official holdings by holder, $bn
+    debt: tuple[Float[Array, ""], ...]  # marketable debt by maturity bucket, $bn
+    coupon: tuple[Float[Array, ""], ...]  # average coupon by bucket
     log_equity: Float[Array, ""]
     log_dollar: Float[Array, ""]
     cash: Float[Array, ""]  # integral of r dt
@@ -125,155 +127,193 @@ class State(eqx.Module):
     forced_sales: Float[Array, ""]
     volfund_sales: Float[Array, ""]
     max_y10: Float[Array, ""]  # running maximum of the 10y yield
-    dysfunction: Float[Array, ""]
+    tau: Float[Array, ""]  # the 10y term premium, `tau_total`
+    y10: Float[Array, ""]  # the 10y and 2y zero yields
+    y2: Float[Array, ""]
+    dysfunction: Float[Array, ""]  # market dysfunction of this state, `dysfunction`
 
 
-def tau_total(prep: Prep, s: State):
-    """The 10y term premium: fundamental + transient impact + persistent stock effect of net supply."""
-    return s.tau_f + s.impact + prep.v["impact.stock_bp_per_tn"] * 1e-4 * s.stock / 1000.0
+def tau_total(prep: Prep, tau_f, impact, stock):
+    """The 10y term premium: fundamental + transient impact + persistent stock effect of net supply ($bn)."""
+    return tau_f + impact + (prep.v["impact.stock_bp_per_tn"] * 1e-7) * stock
+
+
+def dysfunction(prep: Prep, basis, y10, ewma10, var10):
+    """Market dysfunction: basis widening, the recent 10y rise and the vol increase, in weighted units."""
+    v = prep.v
+    return (v["fed.w_basis"] * 0.1 * jnp.maximum(basis - v["initial.basis_bp"], 0.0)
+            + v["fed.w_move"] * 400.0 * jnp.maximum(y10 - ewma10, 0.0)
+            + v["fed.w_vol"] * jnp.maximum(jnp.sqrt(var10) * (1.0 / v["initial.vol_10y"]) - 1.0, 0.0))
 
 
 def initial_state(prep: Prep, initial_regime: int) -> State:
     v = prep.v
     z = jnp.zeros((), v["curve.k"].dtype)
     pos = v["basis_funds.position"]
+    tau = tau_total(prep, v["initial.tau"], z, z)
+    y2 = _yield(prep.load_2, v["initial.r"], v["initial.pi"], tau, v["initial.r_star"], v["initial.p"])
+    var10 = v["initial.vol_10y"] ** 2 + z
     return State(
         regime=jnp.asarray(initial_regime, jnp.int32), logp=z, r=v["initial.r"] + z, pi=v["initial.pi"] + z,
         tau_f=v["initial.tau"] + z, impact=z, stock=z, r_star=v["initial.r_star"] + z, p=v["initial.p"] + z,
         basis=v["initial.basis_bp"] + z, fund_pos=pos + z, fund_eq=pos / v["basis_funds.leverage"],
-        var10=v["initial.vol_10y"] ** 2 + z, ewma10=prep.y10_0 + z, volfund=v["vol_funds.holdings"] + z,
-        dealer=z, fed=z, holdings=prep.hold["holdings"] + z, debt=v["debt.amounts"] + z,
-        coupon=v["debt.coupons"] + z, log_equity=z, log_dollar=jnp.log(v["initial.dollar_index"]) + z, cash=z,
-        foreign_sales=z, forced_sales=z, volfund_sales=z, max_y10=prep.y10_0 + z, dysfunction=z,
+        var10=var10, ewma10=prep.y10_0 + z, volfund=v["vol_funds.holdings"] + z,
+        dealer=z, fed=z, holdings=tuple(x + z for x in prep.hold["holdings"]),
+        debt=tuple(x + z for x in v["debt.amounts"]), coupon=tuple(x + z for x in v["debt.coupons"]),
+        log_equity=z, log_dollar=jnp.log(v["initial.dollar_index"]) + z, cash=z,
+        foreign_sales=z, forced_sales=z, volfund_sales=z, max_y10=prep.y10_0 + z, tau=tau + z, y10=prep.y10_0 + z,
+        y2=y2 + z, dysfunction=dysfunction(prep, v["initial.basis_bp"] + z, prep.y10_0, prep.y10_0, var10),
     )
 
 
-def dysfunction(prep: Prep, s: State, y10):
-    """Market dysfunction: basis widening, the recent 10y rise and the vol increase, in weighted units."""
-    v = prep.v
-    vol = jnp.sqrt(s.var10)
-    return (v["fed.w_basis"] * jnp.maximum(s.basis - v["initial.basis_bp"], 0.0) / 10.0
-            + v["fed.w_move"] * jnp.maximum(y10 - s.ewma10, 0.0) / 0.0025
-            + v["fed.w_vol"] * jnp.maximum(vol / v["initial.vol_10y"] - 1.0, 0.0))
+def pick(onehot: list, table):
+    """table[regime] as a select chain over the (few) regimes: elementwise, so it fuses with the step (a
+    gather from a small table does not vectorize)."""
+    out = table[-1]
+    for r in range(len(onehot) - 1):
+        out = jnp.where(onehot[r], table[r], out)
+    return out
 
 
-def step(prep: Prep, t, s: State, normal: Float[Array, " 10"], uniform: Float[Array, " 2"]) -> State:
-    """Advance one path by one step of length dt; t is the time at the start of the step."""
+def _holder_sales(prep: Prep, i: int, held, foreign_selling, rise, fall, t):
+    """Sales of foreign holder i over the step: regime and pro-cyclical selling (partly replaced by FIMA repo)
+    plus its program, never more than it holds."""
+    h = {f: a[i] for f, a in prep.hold.items()}
+    dt = prep.dt
+    rates = (1.0 - h["fima_share"]) * dt
+    intensity = h["sell_rate"] * foreign_selling + h["procyclical_rates"] * rise + h["procyclical_dollar"] * fall
+    years = h["program_months"] / 12.0
+    in_program = (t >= h["program_start"]) & (t < h["program_start"] + years)
+    desired = rates * intensity * held + jnp.where(in_program, h["program_total"] / years * dt, 0.0)
+    return held * -jnp.expm1(-desired / (held + 1e-9))
+
+
+def step(prep: Prep, t, s: State, normal, uniform) -> State:
+    """Advance one path by one step of length dt; t is the time at the start of the step.
+
+    normal: 10 standard normals, uniform: 2 uniforms in (0, 1) (sequences of scalars).
+    Under `vmap` the cost is the per-path arithmetic, so it is kept lean: regime parameters by select chains
+    (`pick`) from per-regime tables that combine them beforehand (scalar work, done once a step), holders and
+    debt buckets unrolled, divisions by parameters as multiplications by their reciprocals, and the yields,
+    term premium and dysfunction that many equations read computed once, at the end of the previous step.
+    """
     v, dt = prep.v, prep.dt
     sq = jnp.sqrt(dt)
-    y10 = _yield(prep.load_10, s.r, s.pi, tau_total(prep, s), s.r_star, s.p)
-    y2 = _yield(prep.load_2, s.r, s.pi, tau_total(prep, s), s.r_star, s.p)
+    y10, y2, dys = s.y10, s.y2, s.dysfunction
     vol = jnp.sqrt(s.var10)
-    dys = dysfunction(prep, s, y10)
+    reg = prep.reg
 
-    # regime: transition at the start of the step; w is the one-hot of the regime in force during the step
-    # regime draw and per-regime parameters by gathers from small tables, and the correlated shocks by an
-    # unrolled 5x5 product: under vmap these stay elementwise and fuse, where one-hot sums over the regime
-    # axis or a batched matmul would each become a separate reduction kernel
-    nxt = sample_next(prep.cum_p[s.regime], uniform[0])
-    logp = s.logp + prep.log_p[s.regime, nxt]
-    rg = {f: a[nxt] for f, a in prep.reg.items() if f != "correlation"}
-    chol = prep.chol[nxt]
-    n5 = normal[:5]
-    z = [sum(chol[i, j] * n5[j] for j in range(i + 1)) for i in range(5)]
+    # regime: transition at the start of the step (inverse CDF of the current row), then the parameters of the
+    # regime in force during the step; the correlated shocks by an unrolled 5x5 Cholesky product
+    n_reg = prep.cum_p.shape[0]
+    was = [s.regime == q for q in range(n_reg)]
+    nxt = sum(((uniform[0] >= pick(was, prep.cum_p[:, q])).astype(jnp.int32) for q in range(n_reg - 1)),
+              jnp.zeros_like(s.regime))
+    now = [nxt == q for q in range(n_reg)]
 
-    # announcement jumps
-    pj = prep.jump_p[nxt]
-    hit = uniform[1] < pj
-    jump = hit.astype(y10.dtype)
-    # log-probability of the jump draw (for score-function gradients w.r.t. intensities); safe where unused
-    logp = logp + jnp.where(hit, jnp.log(jnp.where(hit, pj, 1.0)), jnp.log1p(-jnp.where(hit, 0.0, pj)))
-    j_pi = jump * (rg["jump_pi_mean"] + rg["jump_pi_sd"] * normal[8])
-    j_tau = jump * (rg["jump_tau_mean"] + rg["jump_tau_sd"] * normal[9])
+    def rg(table):
+        return pick(now, table)
+
+    logp = s.logp + rg([pick(was, prep.log_p[:, q]) for q in range(n_reg)])
+    z = [sum(rg(prep.chol[:, i, j]) * normal[j] for j in range(i + 1)) for i in range(5)]
+
+    # announcement jumps, and the log-probability of the jump draw (for score-function gradients w.r.t. the
+    # intensities; the log of a zero probability is never selected, and is kept finite for the gradient)
+    pj = prep.jump_p
+    hit = uniform[1] < rg(pj)
+    logp = logp + jnp.where(hit, rg(jnp.log(jnp.where(pj > 0, pj, 1.0))), rg(jnp.log1p(-pj)))
+    j_pi = jnp.where(hit, rg(reg["jump_pi_mean"]) + rg(reg["jump_pi_sd"]) * normal[8], 0.0)
+    j_tau = jnp.where(hit, rg(reg["jump_tau_mean"]) + rg(reg["jump_tau_sd"]) * normal[9], 0.0)
 
     # macro drivers
     r_target = s.r_star + s.pi + v["short_rate.phi_pi"] * (s.pi - v["short_rate.pi_star"]) \
         - v["short_rate.phi_stress"] * dys
-    r = s.r + v["short_rate.k"] * (r_target - s.r) * dt + v["short_rate.sigma"] * sq * z[0]
-    pi_target = v["inflation.mean"] + rg["pi_shift"] + v["inflation.pass_through"] * rg["tariff"]
-    pi = s.pi + v["inflation.k"] * (pi_target - s.pi) * dt + v["inflation.sigma"] * rg["pi_vol_mult"] * sq * z[1] + j_pi
-    tau_f = (s.tau_f + v["term_premium.k"] * (v["term_premium.mean"] + rg["tau_shift"] - s.tau_f) * dt
-             + v["term_premium.sigma"] * rg["tau_vol_mult"] * sq * z[2] + j_tau)
-    r_star = s.r_star + v["neutral_rate.k"] * (v["neutral_rate.mean"] - s.r_star) * dt \
+    r = s.r + v["short_rate.k"] * dt * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0]
+    pi_target = rg(v["inflation.mean"] + reg["pi_shift"] + v["inflation.pass_through"] * reg["tariff"])
+    pi = (s.pi + v["inflation.k"] * dt * (pi_target - s.pi) + rg(v["inflation.sigma"] * reg["pi_vol_mult"] * sq) * z[1]
+          + j_pi)
+    tau_f = (s.tau_f + v["term_premium.k"] * dt * (rg(v["term_premium.mean"] + reg["tau_shift"]) - s.tau_f)
+             + rg(v["term_premium.sigma"] * reg["tau_vol_mult"] * sq) * z[2] + j_tau)
+    r_star = s.r_star + v["neutral_rate.k"] * dt * (v["neutral_rate.mean"] - s.r_star) \
         + v["neutral_rate.sigma"] * sq * normal[5]
     p_target = v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s.r) - v["policy_path.phi_stress"] * dys
-    p = s.p + v["policy_path.k"] * (p_target - s.p) * dt + v["policy_path.sigma"] * sq * normal[6]
+    p = s.p + v["policy_path.k"] * dt * (p_target - s.p) + v["policy_path.sigma"] * sq * normal[6]
 
     # foreign official holders: regime and pro-cyclical selling (partly replaced by FIMA repo) + programs
-    h = prep.hold
-    rise = jnp.maximum(y10 - prep.y10_0, 0.0) / 0.01
-    fall = jnp.maximum(jnp.log(v["initial.dollar_index"]) - s.log_dollar, 0.0) / 0.1
-    intensity = h["sell_rate"] * rg["foreign_selling"] + h["procyclical_rates"] * rise + h["procyclical_dollar"] * fall
-    years = h["program_months"] / 12.0
-    in_program = ((t >= h["program_start"]) & (t < h["program_start"] + years)).astype(y10.dtype)
-    desired = (1.0 - h["fima_share"]) * intensity * s.holdings * dt + in_program * h["program_total"] / years * dt
-    sales = s.holdings * -jnp.expm1(-desired / (s.holdings + 1e-9))  # never more than the holdings
-    foreign = jnp.sum(sales)
+    rise = jnp.maximum(y10 - prep.y10_0, 0.0) * 100.0  # per 100bp
+    fall = jnp.maximum(jnp.log(v["initial.dollar_index"]) - s.log_dollar, 0.0) * 10.0  # per 10% (log)
+    selling = rg(reg["foreign_selling"])
+    sales = tuple(_holder_sales(prep, i, s.holdings[i], selling, rise, fall, t) for i in range(len(s.holdings)))
+    foreign = sum(sales, jnp.zeros_like(y10))
 
     # volatility-targeting funds: holdings scale with target_vol / realized vol (capped at 2x)
     vt = v["vol_funds.target_vol"]
     vol_target = v["vol_funds.holdings"] * vt / jnp.maximum(vol, 0.5 * vt)
-    volfund_sales = v["vol_funds.speed"] * (s.volfund - vol_target) * dt
+    volfund_sales = v["vol_funds.speed"] * dt * (s.volfund - vol_target)
 
     # basis funds: repo haircut, margin constraint B <= E / h, smooth forced deleveraging, re-levering
-    haircut = v["basis_funds.haircut0"] * rg["risk"] + v["basis_funds.haircut_vol"] * vol
+    haircut = rg(v["basis_funds.haircut0"] * reg["risk"]) + v["basis_funds.haircut_vol"] * vol
     haircut = haircut - v["fed.srf"] * jnp.maximum(haircut - v["fed.srf_cap"], 0.0)
     haircut = jnp.maximum(haircut, 1e-4)
     width = v["basis_funds.width"]
     equity_pos = jnp.maximum(s.fund_eq, 0.0)
-    excess = smooth_relu(s.fund_pos - equity_pos / haircut, width)
+    capacity = equity_pos / haircut  # the largest position the margin allows
+    excess = smooth_relu(s.fund_pos - capacity, width)
     # smooth min(excess, position), clipped to [0, position]: the smoothing never sells what is not held
     forced = jnp.clip(s.fund_pos - smooth_relu(s.fund_pos - excess, width), 0.0, jnp.maximum(s.fund_pos, 0.0))
     # funds rebuild toward their initial size at most (carry alone must not grow them without bound)
-    target_pos = jnp.minimum(jnp.minimum(v["basis_funds.leverage"] * equity_pos, equity_pos / haircut),
-                             v["basis_funds.position"])
-    relever = v["basis_funds.relever"] * jnp.maximum(target_pos - s.fund_pos, 0.0) * dt
+    target_pos = jnp.minimum(jnp.minimum(v["basis_funds.leverage"] * equity_pos, capacity), v["basis_funds.position"])
+    relever = v["basis_funds.relever"] * dt * jnp.maximum(target_pos - s.fund_pos, 0.0)
     fund_pos = s.fund_pos - forced + relever
 
     # issuance, Fed backstop, net flow, dealers and price impact
-    net_issuance = (v["issuance.deficit"] * rg["deficit_mult"] - v["issuance.absorption"] * rg["absorption_mult"]) * dt
-    fed_buy = v["fed.backstop"] * v["fed.max_purchases"] * smooth_step(dys - v["fed.threshold"], v["fed.width"]) * dt
+    deficit = rg(v["issuance.deficit"] * reg["deficit_mult"] * dt)
+    net_issuance = deficit - rg(v["issuance.absorption"] * reg["absorption_mult"] * dt)
+    fed_buy = v["fed.backstop"] * v["fed.max_purchases"] * dt * smooth_step(dys - v["fed.threshold"], v["fed.width"])
     net_flow = foreign + forced + volfund_sales + net_issuance - fed_buy - relever
-    dealer = s.dealer + net_flow - v["dealers.distribute_rate"] * s.dealer * dt
+    dealer = s.dealer + net_flow - v["dealers.distribute_rate"] * dt * s.dealer
     cap = v["dealers.capacity"]
-    lam = v["impact.lambda0"] * (1.0 + v["impact.convexity"] * jnp.maximum(s.dealer - cap, 0.0) / cap)
-    impact = s.impact * jnp.exp(-v["impact.rho"] * dt) + lam * net_flow / v["impact.depth"]
+    lam = v["impact.lambda0"] / v["impact.depth"] * (1.0 + v["impact.convexity"] / cap
+                                                     * jnp.maximum(s.dealer - cap, 0.0))
+    impact = s.impact * jnp.exp(-v["impact.rho"] * dt) + lam * net_flow  # lam: impact per $bn of net flow
     stock = s.stock + net_flow
 
-    basis = (s.basis + v["basis_funds.k"] * (v["basis_funds.mean_bp"] - s.basis) * dt
-             + v["basis_funds.sigma_bp"] * sq * normal[7] + v["basis_funds.impact_bp_per_100bn"] * forced / 100.0)
-    fund_eq = s.fund_eq + s.fund_pos * (v["basis_funds.carry"] * dt - v["basis_funds.duration"] * (basis - s.basis)
-                                        * 1e-4)
+    basis = (s.basis + v["basis_funds.k"] * dt * (v["basis_funds.mean_bp"] - s.basis)
+             + v["basis_funds.sigma_bp"] * sq * normal[7] + v["basis_funds.impact_bp_per_100bn"] * 0.01 * forced)
+    fund_eq = s.fund_eq + s.fund_pos * (v["basis_funds.carry"] * dt - v["basis_funds.duration"] * 1e-4
+                                        * (basis - s.basis))
 
-    new = eqx.tree_at(lambda q: (q.r, q.pi, q.tau_f, q.impact, q.stock, q.r_star, q.p), s,
-                      (r, pi, tau_f, impact, stock, r_star, p))
-    tau_new = tau_total(prep, new)
+    # the curve of the new state
+    tau_new = tau_total(prep, tau_f, impact, stock)
     y10_new = _yield(prep.load_10, r, pi, tau_new, r_star, p)
     y2_new = _yield(prep.load_2, r, pi, tau_new, r_star, p)
     a = 0.5 ** (1.0 / v["basis_funds.vol_halflife_days"])
-    var10 = a * s.var10 + (1.0 - a) * (y10_new - y10) ** 2 / dt
+    var10 = a * s.var10 + (1.0 - a) / dt * (y10_new - y10) ** 2
     ewma10 = s.ewma10 + (-jnp.expm1(-dt / FIVE_DAYS)) * (y10_new - s.ewma10)
 
     # equity (discount-rate channel through the term premium) and the dollar (rate differential, regime drift)
-    sig_e = v["equity.sigma"] * rg["equity_vol_mult"]
-    log_equity = (s.log_equity + (v["equity.mu"] + rg["equity_drift"] - 0.5 * sig_e**2) * dt + sig_e * sq * z[3]
-                  - v["equity.tp_beta"] * (tau_new - tau_total(prep, s)))
-    log_dollar = (s.log_dollar + rg["dollar_drift"] * dt + v["dollar.sigma"] * sq * z[4]
+    sig_e = v["equity.sigma"] * reg["equity_vol_mult"]
+    log_equity = (s.log_equity + rg((v["equity.mu"] + reg["equity_drift"] - 0.5 * sig_e**2) * dt) + rg(sig_e * sq)
+                  * z[3] - v["equity.tp_beta"] * (tau_new - s.tau))
+    log_dollar = (s.log_dollar + rg(reg["dollar_drift"] * dt) + v["dollar.sigma"] * sq * z[4]
                   + v["dollar.rate_beta"] * (y2_new - y2))
 
     # federal debt: each bucket rolls 1/maturity per year into the current yield; deficits add new debt
-    y_debt = _yield(prep.load_debt, r, pi, tau_new, r_star, p)
-    roll = s.debt * dt / prep.debt_mat
-    new_debt = v["issuance.deficit"] * rg["deficit_mult"] * dt * prep.debt_share
-    debt = s.debt + new_debt
-    coupon = (s.coupon * (s.debt - roll) + y_debt * (roll + new_debt)) / jnp.maximum(debt, 1e-9)
+    debt, coupon = [], []
+    for i, (d_i, c_i) in enumerate(zip(s.debt, s.coupon, strict=True)):
+        y_i = _yield(prep.load_debt[:, i], r, pi, tau_new, r_star, p)
+        roll = dt / prep.debt_mat[i] * d_i
+        new_debt = prep.debt_share[i] * deficit
+        debt.append(d_i + new_debt)
+        coupon.append((c_i * (d_i - roll) + y_i * (roll + new_debt)) / jnp.maximum(debt[-1], 1e-9))
 
     return State(
         regime=nxt, logp=logp, r=r, pi=pi, tau_f=tau_f, impact=impact, stock=stock, r_star=r_star, p=p, basis=basis,
         fund_pos=fund_pos, fund_eq=fund_eq, var10=var10, ewma10=ewma10,
-        volfund=s.volfund - volfund_sales, dealer=dealer, fed=s.fed + fed_buy, holdings=s.holdings - sales,
-        debt=debt, coupon=coupon, log_equity=log_equity, log_dollar=log_dollar, cash=s.cash + s.r * dt,
+        volfund=s.volfund - volfund_sales, dealer=dealer, fed=s.fed + fed_buy,
+        holdings=tuple(x - y for x, y in zip(s.holdings, sales, strict=True)), debt=tuple(debt), coupon=tuple(coupon),
+        log_equity=log_equity, log_dollar=log_dollar, cash=s.cash + s.r * dt,
         foreign_sales=s.foreign_sales + foreign, forced_sales=s.forced_sales + forced,
-        volfund_sales=s.volfund_sales + volfund_sales, max_y10=jnp.maximum(s.max_y10, y10_new), dysfunction=dys,
+        volfund_sales=s.volfund_sales + volfund_sales, max_y10=jnp.maximum(s.max_y10, y10_new),
+        tau=tau_new, y10=y10_new, y2=y2_new, dysfunction=dysfunction(prep, basis, y10_new, ewma10, var10),
     )
-

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxstress._config import load_scenario
 from jaxstress._model import N_NORMAL, N_UNIFORM
-from jaxstress._simulate import BLOCK, _block_draws, _simulate, report_steps
+from jaxstress._simulate import BLOCK, _block_draws, _simulate, columns, report_steps
 
 
 def _time(fn, args, repeats):
@@ -45,7 +45,7 @@ def _fold_in_draws(key, block_ids, dtype):
             return (jax.random.normal(kn, (BLOCK, N_NORMAL), dtype), jax.random.uniform(ku, (BLOCK, N_UNIFORM), dtype))
 
         n, u = jax.vmap(one)(block_ids)
-        return n.reshape(-1, N_NORMAL), u.reshape(-1, N_UNIFORM)
+        return columns(n.reshape(-1, N_NORMAL)), columns(u.reshape(-1, N_UNIFORM))
 
     return draw
 
@@ -71,7 +71,7 @@ def rng_only(n_blocks, n_steps, dtype):
 
         def body(c, t):
             n, u = draw(t)
-            return c + n.sum(axis=1) + u.sum(axis=1), None
+            return c + sum(n) + sum(u), None
 
         return jax.lax.scan(body, jnp.zeros(n_blocks * BLOCK, dtype), jnp.arange(n_steps))[0]
 
@@ -90,9 +90,9 @@ def lean_baseline(n_blocks, n_steps, dtype):
         def body(x, t):
             z, _ = draw(t)
             r, pi, tau, ymax = x
-            r = r + 2.0 * (0.04 - r) * dt + 0.006 * np.sqrt(dt) * z[:, 0]
-            pi = pi + 1.0 * (0.023 - pi) * dt + 0.004 * np.sqrt(dt) * z[:, 1]
-            tau = tau + 1.0 * (0.005 - tau) * dt + 0.006 * np.sqrt(dt) * z[:, 2]
+            r = r + 2.0 * (0.04 - r) * dt + 0.006 * np.sqrt(dt) * z[0]
+            pi = pi + 1.0 * (0.023 - pi) * dt + 0.004 * np.sqrt(dt) * z[1]
+            tau = tau + 1.0 * (0.005 - tau) * dt + 0.006 * np.sqrt(dt) * z[2]
             y10 = 0.42 * r + 0.58 * (0.02 + pi) + tau
             return (r, pi, tau, jnp.maximum(ymax, y10)), None
 

@@ -400,8 +400,38 @@ def test_block_draws_do_not_depend_on_the_batch():
     key = jax.random.key(11, impl=getattr(_simulate, "PRNG_IMPL", "threefry2x32"))
     alone = _simulate._block_draws(key, jnp.asarray([1], jnp.uint32), jnp.float64)(jnp.asarray(3))
     batch = _simulate._block_draws(key, jnp.arange(4, dtype=jnp.uint32), jnp.float64)(jnp.asarray(3))
-    np.testing.assert_array_equal(batch[0][BLOCK:2 * BLOCK], alone[0])
-    np.testing.assert_array_equal(batch[1][BLOCK:2 * BLOCK], alone[1])
+    for part_batch, part_alone in zip(batch, alone, strict=True):
+        assert len(part_batch) == len(part_alone)
+        for b, a in zip(part_batch, part_alone, strict=True):
+            np.testing.assert_array_equal(b[BLOCK:2 * BLOCK], a)
+
+
+def test_threefry_is_jax_threefry():
+    """The unrolled elementwise threefry gives the bits of jax's own threefry_2x32, for random keys and counters."""
+    from jax.extend.random import threefry_2x32
+
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 2**32, 2, dtype=np.uint32)
+    x = rng.integers(0, 2**32, (2, 1000), dtype=np.uint32)
+    ref = np.asarray(threefry_2x32(jnp.asarray(k), jnp.asarray(x.reshape(-1)))).reshape(2, -1)
+    got = jax.jit(_simulate.threefry2x32)(*(jnp.asarray(a) for a in (k[0], k[1], x[0], x[1])))
+    np.testing.assert_array_equal(np.stack([np.asarray(g) for g in got]), ref)
+
+
+def test_packed_draws_unpack_to_the_draws():
+    """The complex-packed draws that the simulation loop carries are exactly the draws, in both dtypes; normals
+    are finite and uniforms strictly inside (0, 1)."""
+    key = jax.random.key(5, impl="threefry2x32")
+    for dtype in (jnp.float32, jnp.float64):
+        d = _simulate._block_draws(key, jnp.arange(2, dtype=jnp.uint32), dtype)
+        normals, uniforms = d(jnp.asarray(7))
+        n2, u2 = d.unpack(d.packed(jnp.asarray(7)))
+        assert len(normals) == 10 and len(uniforms) == 2
+        for a, b in zip(normals + uniforms, n2 + u2, strict=True):
+            assert a.dtype == dtype and a.shape == (2 * BLOCK,)
+            np.testing.assert_array_equal(a, b)
+        assert all(np.isfinite(np.asarray(x)).all() for x in normals)
+        assert all(((np.asarray(u) > 0) & (np.asarray(u) < 1)).all() for u in uniforms)
 
 
 @pytest.mark.parametrize("chunk", [256, 512])
