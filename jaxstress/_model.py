@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, Int
 
 from ._config import Params
 from ._curve import loadings
-from ._regimes import transition_matrix
+from ._regimes import sample_next, transition_matrix
 from ._schema import REGIME_FIELDS
 
 N_NORMAL = 10  # 5 correlated (r, pi, tau, equity, dollar), r_star, p, basis, jump size pi, jump size tau
@@ -188,7 +188,7 @@ def _holder_sales(prep: Prep, i: int, held, foreign_selling, rise, fall, t):
     return held * -jnp.expm1(-desired / (held + 1e-9))
 
 
-def step(prep: Prep, t, s: State, normal, uniform) -> State:
+def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> State:
     """Advance one path by one step of length dt; t is the time at the start of the step.
 
     normal: 10 standard normals, uniform: 2 uniforms in (0, 1) (sequences of scalars).
@@ -196,6 +196,8 @@ def step(prep: Prep, t, s: State, normal, uniform) -> State:
     (`pick`) from per-regime tables that combine them beforehand (scalar work, done once a step), holders and
     debt buckets unrolled, divisions by parameters as multiplications by their reciprocals, and the yields,
     term premium and dysfunction that many equations read computed once, at the end of the previous step.
+    `gathers=True` reads the regime tables by indexing instead (the same values): reverse mode transposes an
+    index into one scatter-add per table, where a select chain becomes one reduction over paths per regime.
     """
     v, dt = prep.v, prep.dt
     sq = jnp.sqrt(dt)
@@ -206,15 +208,22 @@ def step(prep: Prep, t, s: State, normal, uniform) -> State:
     # regime: transition at the start of the step (inverse CDF of the current row), then the parameters of the
     # regime in force during the step; the correlated shocks by an unrolled 5x5 Cholesky product
     n_reg = prep.cum_p.shape[0]
-    was = [s.regime == q for q in range(n_reg)]
-    nxt = sum(((uniform[0] >= pick(was, prep.cum_p[:, q])).astype(jnp.int32) for q in range(n_reg - 1)),
-              jnp.zeros_like(s.regime))
-    now = [nxt == q for q in range(n_reg)]
+    if gathers:
+        nxt = sample_next(prep.cum_p[s.regime], uniform[0])
+        logp = s.logp + prep.log_p[s.regime, nxt]
 
-    def rg(table):
-        return pick(now, table)
+        def rg(table):
+            return (table if isinstance(table, jax.Array) else jnp.stack(table))[nxt]
+    else:
+        was = [s.regime == q for q in range(n_reg)]
+        nxt = sum(((uniform[0] >= pick(was, prep.cum_p[:, q])).astype(jnp.int32) for q in range(n_reg - 1)),
+                  jnp.zeros_like(s.regime))
+        now = [nxt == q for q in range(n_reg)]
+        logp = s.logp + pick(now, [pick(was, prep.log_p[:, q]) for q in range(n_reg)])
 
-    logp = s.logp + rg([pick(was, prep.log_p[:, q]) for q in range(n_reg)])
+        def rg(table):
+            return pick(now, table)
+
     z = [sum(rg(prep.chol[:, i, j]) * normal[j] for j in range(i + 1)) for i in range(5)]
 
     # announcement jumps, and the log-probability of the jump draw (for score-function gradients w.r.t. the

@@ -12,6 +12,7 @@ Values at the reporting dates are written into a small buffer from inside the sc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
@@ -150,8 +151,7 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     dt = params.dt
     bounds = np.asarray(reports, np.int32)
 
-    # the draws of step t + 1 are made in step t and carried (packed, see `_BlockDraws`)
-    make, unpack = (draw.packed, draw.unpack) if isinstance(draw, _BlockDraws) else (draw, lambda x: x)
+    make, unpack = _carried_draws(draw)
 
     def advance(t, carry):
         state, draws = carry
@@ -170,6 +170,17 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     snaps = jnp.concatenate([obs0[None], obs], axis=0)
     metrics = path_metrics(names, obs0, snaps[-1], state)
     return metrics, snaps, state
+
+
+def _carried_draws(draw: Callable):
+    """(make, unpack): the loops carry make(t + 1), made in step t, and step t + 1 reads unpack(carried).
+
+    Carried draws are materialised once; made in the iteration that uses them, XLA fuses them, integer rounds and
+    all, into every consumer. `_BlockDraws` are carried packed (one output per threefry call, see there);
+    injected draws as they are."""
+    if isinstance(draw, _BlockDraws):
+        return draw.packed, draw.unpack
+    return draw, lambda x: x
 
 
 def _vary_like(tree, x):
@@ -201,22 +212,28 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
     n = params.n_steps
     seg = segment or max(1, int(round(np.sqrt(n))))
     n_seg = -(-n // seg)
-    step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
+    step_b = jax.vmap(functools.partial(step, gathers=True), in_axes=(None, None, 0, 0, 0))
     dt = params.dt
 
-    def one(state, t):
-        normal, uniform = draw(jnp.minimum(t, n - 1))
+    make, unpack = _carried_draws(draw)
+
+    @jax.checkpoint  # each step's internals are recomputed from its carry rather than stored
+    def one(carry, t):
+        state, draws = carry
+        normal, uniform = unpack(draws)
         new = step_b(prep, t * dt, state, normal, uniform)
         if n_seg * seg != n:
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(t < n, a, b), new, state)
-        return new, None
+        return (new, make(jnp.minimum(t + 1, n - 1))), None
 
     @jax.checkpoint
-    def segment_fn(state, j):
-        state, _ = jax.lax.scan(one, state, j * seg + jnp.arange(seg))
-        return state, None
+    def segment_fn(carry, j):
+        carry, _ = jax.lax.scan(one, carry, j * seg + jnp.arange(seg))
+        return carry, None
 
-    state, _ = jax.lax.scan(segment_fn, state, jnp.arange(n_seg))
+    first = make(jnp.asarray(0))
+    (state, _), _ = jax.lax.scan(segment_fn, (_vary_like(state, jax.tree_util.tree_leaves(first)[0]), first),
+                                 jnp.arange(n_seg))
     obs1 = observe(params, prep, state, n * dt)
     return path_metrics(names, obs0, obs1, state), state
 
