@@ -482,6 +482,12 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
         return max(0, min(take(c), retain - c * chunk_paths))
 
     t0 = time.perf_counter()
+    sim_dtype = np.dtype(params.values["curve.k"].dtype)
+    n_vars = len(variable_names(params))
+    # the outputs are allocated once and filled chunk by chunk (no list of parts and concatenated copy: 10^7 paths
+    # of metrics are 1.6 GB in float64)
+    allm = np.empty((len(METRIC_NAMES), n_paths), np.float64)
+    snaps = np.empty((len(reports), n_vars, min(n_paths, retain)), sim_dtype)
     metric_parts, snap_parts = [], []
     compile_s = 0.0
     done = 0
@@ -498,21 +504,20 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
             if keep(c):
                 snap_parts.append(np.asarray(sn))
         else:
-            metric_parts.append(m[:, :take(c)].astype(np.float64))
+            allm[:, c * chunk_paths:c * chunk_paths + take(c)] = m[:, :take(c)]
             if keep(c):
-                snap_parts.append(np.asarray(sn)[:, :, :keep(c)] if n_dev > 1 else np.asarray(sn[:, :, :keep(c)]))
+                snaps[:, :, c * chunk_paths:c * chunk_paths + keep(c)] = np.asarray(sn)[:, :, :keep(c)]
         done += take(c)
         if progress is not None:
             progress(done, total)
     if n_proc > 1:
-        dt = params.values["curve.k"].dtype
-        ms = gather_chunks(metric_parts, n_chunks, (len(METRIC_NAMES), chunk_paths), dt)
-        metric_parts = [x[:, :take(c)].astype(np.float64) for c, x in enumerate(ms)]
+        ms = gather_chunks(metric_parts, n_chunks, (len(METRIC_NAMES), chunk_paths), sim_dtype)
+        for c, x in enumerate(ms):
+            allm[:, c * chunk_paths:c * chunk_paths + take(c)] = x[:, :take(c)]
         n_kept = sum(keep(c) > 0 for c in range(n_chunks))
-        sns = gather_chunks(snap_parts, n_kept, (len(reports), len(variable_names(params)), chunk_paths), dt)
-        snap_parts = [x[:, :, :keep(c)] for c, x in enumerate(sns)]
-    allm = np.concatenate(metric_parts, axis=1)
-    snaps = np.concatenate(snap_parts, axis=2)
+        sns = gather_chunks(snap_parts, n_kept, (len(reports), n_vars, chunk_paths), sim_dtype)
+        for c, x in enumerate(sns):
+            snaps[:, :, c * chunk_paths:c * chunk_paths + keep(c)] = x[:, :, :keep(c)]
     check_finite(allm, snaps, variable_names(params), reports, scenario.name)
     metrics = {n: allm[i] for i, n in enumerate(METRIC_NAMES)}
     wall = time.perf_counter() - t0

@@ -17,6 +17,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -483,3 +484,31 @@ def test_zero_debt_is_rejected_or_finite():
         return
     res = cached_run(overrides, paths=1024)
     assert np.all(np.isfinite(res.metrics["interest_cost_change_bn"]))
+
+
+def test_gather_and_select_steps_agree():
+    """The forward loop reads regime tables by select chains, reverse mode by indexing: the same step either way,
+    from every regime to every regime, jump or not (states after a few steps of april_2025, float64)."""
+    from jaxstress._model import initial_state, prepare, step
+
+    params = load_scenario("april_2025").params(jnp.float64)
+    prep = prepare(params)
+    n_reg = prep.cum_p.shape[0]
+    s0 = initial_state(prep, params.initial_regime)
+    n = 64
+    rng = np.random.default_rng(3)
+    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), s0)
+    state = eqx.tree_at(lambda s: s.regime, state, jnp.asarray(np.arange(n) % n_reg, jnp.int32))
+    normal = tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10))
+    uniform = tuple(jnp.asarray(rng.uniform(size=n)) for _ in range(2))
+    steps = {g: jax.jit(jax.vmap(functools.partial(step, gathers=g), in_axes=(None, None, 0, 0, 0)))
+             for g in (False, True)}
+    for _ in range(3):
+        a = steps[False](prep, 0.1, state, normal, uniform)
+        b = steps[True](prep, 0.1, state, normal, uniform)
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+        assert len(set(np.asarray(a.regime).tolist())) > 1
+        state = a
+        normal = tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10))
+        uniform = (jnp.asarray(rng.uniform(size=n)), jnp.asarray(rng.uniform(size=n) * 0.2))  # some jumps
