@@ -65,3 +65,25 @@ def par_yield_from_zero(zero_fn, m: float) -> Float[Array, "..."]:
     t = t * (m / t[-1])  # keep the last payment exactly at m for non-half-year maturities
     d = jnp.exp(-zero_fn(t) * t)
     return 2.0 * (1.0 - d[..., -1]) / jnp.sum(d, axis=-1)
+
+
+def par_yields(zero_fn, maturities) -> Float[Array, "... m"]:
+    """Par yields at several maturities (stacked on the last axis), as `par_yield_from_zero` for each.
+
+    Maturities of whole half years (0.5, 1, 2, ..., 30) share one semiannual grid of discount factors, so a
+    curve of 10 maturities costs 60 exponentials per path instead of one per payment of every bond (157);
+    others are priced on their own grid.
+    """
+    halves = [int(round(2 * m)) for m in maturities]
+    on_grid = [m >= 0.5 and abs(2 * m - h) < 1e-12 for m, h in zip(maturities, halves, strict=True)]
+    n_max = max((h for h, g in zip(halves, on_grid, strict=True) if g), default=0)
+    if n_max:
+        t = jnp.arange(1, n_max + 1) * 0.5
+        d = jnp.exp(-zero_fn(t) * t)
+    out = []
+    for m, h, g in zip(maturities, halves, on_grid, strict=True):
+        if g:
+            out.append(2.0 * (1.0 - d[..., h - 1]) / jnp.sum(d[..., :h], axis=-1))
+        else:
+            out.append(par_yield_from_zero(zero_fn, m))
+    return jnp.stack(out, axis=-1)

@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
-from ._curve import par_yield_from_zero, zero_yields
+from ._curve import par_yields, zero_yields
 from ._errors import SimulationError
 from ._model import N_NORMAL, Prep, State, initial_state, prepare, step
 from ._portfolio import portfolio_value
@@ -74,7 +74,7 @@ def observe(params: Params, prep: Prep, s: State, t) -> jax.Array:
 
     mats = jnp.asarray(params.maturities, tau.dtype)
     zeros = zero_fn(mats)  # (paths, m)
-    pars = jnp.stack([par_yield_from_zero(zero_fn, m) for m in params.maturities], axis=-1)
+    pars = par_yields(zero_fn, params.maturities)
     i10 = params.maturities.index(10.0)
     y10 = zeros[..., i10]
     mortgage = y10 + v["mortgage.spread"] + v["mortgage.stress_spread"] * s.dysfunction
@@ -90,6 +90,12 @@ def observe(params: Params, prep: Prep, s: State, t) -> jax.Array:
            s.regime.astype(tau.dtype), s.dysfunction, s.foreign_sales, s.forced_sales]
     )
     return jnp.stack([jnp.broadcast_to(c, tau.shape) for c in cols])
+
+
+def _observe_initial(params: Params, prep: Prep, s0: State, n_paths: int) -> jax.Array:
+    """The reported variables at t = 0, the same on every path: observed once and broadcast, (variables, paths)."""
+    one = observe(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
+    return jnp.broadcast_to(one[:, None], (one.shape[0], n_paths))
 
 
 METRIC_NAMES = (
@@ -146,7 +152,7 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
-    obs0 = observe(params, prep, state, jnp.zeros((), prep.y10_0.dtype))
+    obs0 = _observe_initial(params, prep, s0, n_paths)
     step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
     dt = params.dt
     bounds = np.asarray(reports, np.int32)
@@ -208,7 +214,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
-    obs0 = observe(params, prep, state, jnp.zeros((), prep.y10_0.dtype))
+    obs0 = _observe_initial(params, prep, s0, n_paths)
     n = params.n_steps
     seg = segment or max(1, int(round(np.sqrt(n))))
     n_seg = -(-n // seg)

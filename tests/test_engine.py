@@ -512,3 +512,21 @@ def test_gather_and_select_steps_agree():
         state = a
         normal = tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10))
         uniform = (jnp.asarray(rng.uniform(size=n)), jnp.asarray(rng.uniform(size=n) * 0.2))  # some jumps
+
+
+def test_par_yields_share_one_grid_and_match_one_by_one():
+    """par_yields (one semiannual grid of discount factors for whole half years) equals par_yield_from_zero per
+    maturity, on and off the grid, for a batch of curves."""
+    from jaxstress._curve import par_yields
+
+    rng = np.random.default_rng(4)
+    r, pi, tau, rs, p = (jnp.asarray(rng.normal(c, 0.01, size=7)) for c in (0.04, 0.023, 0.005, 0.01, -0.01))
+
+    def zero_fn(m):
+        return zero_yields(m, r, pi, tau, rs, p, 0.3, 0.6, 2.5)
+
+    mats = (0.25, 0.5, 0.75, 1.0, 2.0, 7.3, 10.0, 30.0)
+    got = par_yields(zero_fn, mats)
+    assert got.shape == (7, len(mats))
+    for j, m in enumerate(mats):
+        np.testing.assert_allclose(got[:, j], par_yield_from_zero(zero_fn, m), rtol=1e-13, atol=0)
