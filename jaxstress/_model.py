@@ -55,6 +55,7 @@ class Prep(eqx.Module):
     debt_mat: Float[Array, " K"]
     jump_p: Float[Array, " R"]
     y10_0: Float[Array, ""]
+    one: Float[Array, ""]  # exactly 1.0, but a run-time value (see `keep`)
     dt: float = eqx.field(static=True)
 
 
@@ -85,7 +86,7 @@ def prepare(params: Params) -> Prep:
     prep = Prep(v=dict(v), reg=reg, hold=hold, cum_p=jnp.cumsum(p, axis=1), log_p=jnp.log(jnp.maximum(p, 1e-30)),
                 chol=chol, load_10=l10, load_2=l2, load_debt=ld, debt_share=amounts / jnp.sum(amounts),
                 debt_mat=debt_mat, jump_p=jump_p,
-                y10_0=jnp.zeros(()), dt=dt)
+                y10_0=jnp.zeros(()), one=jax.lax.stop_gradient(k / k), dt=dt)
     y10_0 = _yield(prep.load_10, v["initial.r"], v["initial.pi"], v["initial.tau"], v["initial.r_star"],
                    v["initial.p"])
     return eqx.tree_at(lambda q: q.y10_0, prep, y10_0)
@@ -166,6 +167,13 @@ def initial_state(prep: Prep, initial_regime: int) -> State:
     )
 
 
+def keep(prep: Prep, x):
+    """x, computed once and stored: the division by a run-time 1.0 is exact, and XLA does not copy a division
+    into several consumers, so the cheap arithmetic that produces x is evaluated once instead of once in each
+    fused kernel that reads x (XLA's CPU backend has no multi-output fusion)."""
+    return x / prep.one
+
+
 def pick(onehot: list, table):
     """table[regime] as a select chain over the (few) regimes: elementwise, so it fuses with the step (a
     gather from a small table does not vectorize)."""
@@ -237,16 +245,16 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     # macro drivers
     r_target = s.r_star + s.pi + v["short_rate.phi_pi"] * (s.pi - v["short_rate.pi_star"]) \
         - v["short_rate.phi_stress"] * dys
-    r = s.r + v["short_rate.k"] * dt * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0]
+    r = keep(prep, s.r + v["short_rate.k"] * dt * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0])
     pi_target = rg(v["inflation.mean"] + reg["pi_shift"] + v["inflation.pass_through"] * reg["tariff"])
-    pi = (s.pi + v["inflation.k"] * dt * (pi_target - s.pi) + rg(v["inflation.sigma"] * reg["pi_vol_mult"] * sq) * z[1]
-          + j_pi)
-    tau_f = (s.tau_f + v["term_premium.k"] * dt * (rg(v["term_premium.mean"] + reg["tau_shift"]) - s.tau_f)
-             + rg(v["term_premium.sigma"] * reg["tau_vol_mult"] * sq) * z[2] + j_tau)
-    r_star = s.r_star + v["neutral_rate.k"] * dt * (v["neutral_rate.mean"] - s.r_star) \
-        + v["neutral_rate.sigma"] * sq * normal[5]
+    pi = keep(prep, s.pi + v["inflation.k"] * dt * (pi_target - s.pi)
+              + rg(v["inflation.sigma"] * reg["pi_vol_mult"] * sq) * z[1] + j_pi)
+    tau_f = keep(prep, s.tau_f + v["term_premium.k"] * dt * (rg(v["term_premium.mean"] + reg["tau_shift"]) - s.tau_f)
+                 + rg(v["term_premium.sigma"] * reg["tau_vol_mult"] * sq) * z[2] + j_tau)
+    r_star = keep(prep, s.r_star + v["neutral_rate.k"] * dt * (v["neutral_rate.mean"] - s.r_star)
+                  + v["neutral_rate.sigma"] * sq * normal[5])
     p_target = v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s.r) - v["policy_path.phi_stress"] * dys
-    p = s.p + v["policy_path.k"] * dt * (p_target - s.p) + v["policy_path.sigma"] * sq * normal[6]
+    p = keep(prep, s.p + v["policy_path.k"] * dt * (p_target - s.p) + v["policy_path.sigma"] * sq * normal[6])
 
     # foreign official holders: regime and pro-cyclical selling (partly replaced by FIMA repo) + programs
     rise = jnp.maximum(y10 - prep.y10_0, 0.0) * 100.0  # per 100bp
@@ -269,17 +277,18 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     capacity = equity_pos / haircut  # the largest position the margin allows
     excess = smooth_relu(s.fund_pos - capacity, width)
     # smooth min(excess, position), clipped to [0, position]: the smoothing never sells what is not held
-    forced = jnp.clip(s.fund_pos - smooth_relu(s.fund_pos - excess, width), 0.0, jnp.maximum(s.fund_pos, 0.0))
+    forced = keep(prep, jnp.clip(s.fund_pos - smooth_relu(s.fund_pos - excess, width), 0.0,
+                                 jnp.maximum(s.fund_pos, 0.0)))
     # funds rebuild toward their initial size at most (carry alone must not grow them without bound)
     target_pos = jnp.minimum(jnp.minimum(v["basis_funds.leverage"] * equity_pos, capacity), v["basis_funds.position"])
-    relever = v["basis_funds.relever"] * dt * jnp.maximum(target_pos - s.fund_pos, 0.0)
+    relever = keep(prep, v["basis_funds.relever"] * dt * jnp.maximum(target_pos - s.fund_pos, 0.0))
     fund_pos = s.fund_pos - forced + relever
 
     # issuance, Fed backstop, net flow, dealers and price impact
-    deficit = rg(v["issuance.deficit"] * reg["deficit_mult"] * dt)
+    deficit = keep(prep, rg(v["issuance.deficit"] * reg["deficit_mult"] * dt))
     net_issuance = deficit - rg(v["issuance.absorption"] * reg["absorption_mult"] * dt)
     fed_buy = v["fed.backstop"] * v["fed.max_purchases"] * dt * smooth_step(dys - v["fed.threshold"], v["fed.width"])
-    net_flow = foreign + forced + volfund_sales + net_issuance - fed_buy - relever
+    net_flow = keep(prep, foreign + forced + volfund_sales + net_issuance - fed_buy - relever)
     dealer = s.dealer + net_flow - v["dealers.distribute_rate"] * dt * s.dealer
     cap = v["dealers.capacity"]
     lam = v["impact.lambda0"] / v["impact.depth"] * (1.0 + v["impact.convexity"] / cap
@@ -293,9 +302,9 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
                                         * (basis - s.basis))
 
     # the curve of the new state
-    tau_new = tau_total(prep, tau_f, impact, stock)
-    y10_new = _yield(prep.load_10, r, pi, tau_new, r_star, p)
-    y2_new = _yield(prep.load_2, r, pi, tau_new, r_star, p)
+    tau_new = keep(prep, tau_total(prep, tau_f, impact, stock))
+    y10_new = keep(prep, _yield(prep.load_10, r, pi, tau_new, r_star, p))
+    y2_new = keep(prep, _yield(prep.load_2, r, pi, tau_new, r_star, p))
     a = 0.5 ** (1.0 / v["basis_funds.vol_halflife_days"])
     var10 = a * s.var10 + (1.0 - a) / dt * (y10_new - y10) ** 2
     ewma10 = s.ewma10 + (-jnp.expm1(-dt / FIVE_DAYS)) * (y10_new - s.ewma10)
