@@ -196,14 +196,44 @@ def _holder_sales(prep: Prep, i: int, held, foreign_selling, rise, fall, t):
     return held * -jnp.expm1(-desired / (held + 1e-9))
 
 
+def _regime_tables(prep: Prep) -> dict:
+    """Everything the step reads that depends on the regime, as tables over the regimes (shape (R,) each),
+    parameters combined where they enter together: scalar work done once a step, then one pick per path."""
+    v, reg, dt = prep.v, prep.reg, prep.dt
+    sq = jnp.sqrt(dt)
+    pj = prep.jump_p
+    sig_e = v["equity.sigma"] * reg["equity_vol_mult"]
+    tables = {f"chol_{i}{j}": prep.chol[:, i, j] for i in range(5) for j in range(i + 1)}
+    tables.update(
+        # a jump's probability and the log-probabilities of a jump and of none (the log of a zero probability is
+        # never selected, and kept finite for the gradient)
+        jump_p=pj, log_jump=jnp.log(jnp.where(pj > 0, pj, 1.0)), log_no_jump=jnp.log1p(-pj),
+        jump_pi_mean=reg["jump_pi_mean"], jump_pi_sd=reg["jump_pi_sd"],
+        jump_tau_mean=reg["jump_tau_mean"], jump_tau_sd=reg["jump_tau_sd"],
+        pi_target=v["inflation.mean"] + reg["pi_shift"] + v["inflation.pass_through"] * reg["tariff"],
+        pi_sd=v["inflation.sigma"] * reg["pi_vol_mult"] * sq,
+        tau_target=v["term_premium.mean"] + reg["tau_shift"],
+        tau_sd=v["term_premium.sigma"] * reg["tau_vol_mult"] * sq,
+        selling=reg["foreign_selling"],
+        haircut0=v["basis_funds.haircut0"] * reg["risk"],
+        deficit=v["issuance.deficit"] * reg["deficit_mult"] * dt,
+        absorption=v["issuance.absorption"] * reg["absorption_mult"] * dt,
+        equity_drift=(v["equity.mu"] + reg["equity_drift"] - 0.5 * sig_e**2) * dt,
+        equity_sd=sig_e * sq,
+        dollar_drift=reg["dollar_drift"] * dt,
+    )
+    return tables
+
+
 def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> State:
     """Advance one path by one step of length dt; t is the time at the start of the step.
 
     normal: 10 standard normals, uniform: 2 uniforms in (0, 1) (sequences of scalars).
     Under `vmap` the cost is the per-path arithmetic, so it is kept lean: regime parameters by select chains
-    (`pick`) from per-regime tables that combine them beforehand (scalar work, done once a step), holders and
-    debt buckets unrolled, divisions by parameters as multiplications by their reciprocals, and the yields,
-    term premium and dysfunction that many equations read computed once, at the end of the previous step.
+    (`pick`) from per-regime tables that combine them beforehand (`_regime_tables`, scalar work once a step),
+    holders and debt buckets unrolled, divisions by parameters as multiplications by their reciprocals, the
+    yields, term premium and dysfunction that many equations read computed once, at the end of the previous
+    step, and other shared intermediates computed once (`keep`).
     `gathers=True` reads the regime tables by indexing instead (the same values): reverse mode transposes an
     index into one scatter-add per table, where a select chain becomes one reduction over paths per regime.
     """
@@ -211,46 +241,39 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     sq = jnp.sqrt(dt)
     y10, y2, dys = s.y10, s.y2, s.dysfunction
     vol = jnp.sqrt(s.var10)
-    reg = prep.reg
 
     # regime: transition at the start of the step (inverse CDF of the current row), then the parameters of the
     # regime in force during the step; the correlated shocks by an unrolled 5x5 Cholesky product
     n_reg = prep.cum_p.shape[0]
+    tables = _regime_tables(prep)
     if gathers:
         nxt = sample_next(prep.cum_p[s.regime], uniform[0])
         logp = s.logp + prep.log_p[s.regime, nxt]
-
-        def rg(table):
-            return (table if isinstance(table, jax.Array) else jnp.stack(table))[nxt]
+        rg = {name: table[nxt] for name, table in tables.items()}
     else:
         was = [s.regime == q for q in range(n_reg)]
         nxt = sum(((uniform[0] >= pick(was, prep.cum_p[:, q])).astype(jnp.int32) for q in range(n_reg - 1)),
                   jnp.zeros_like(s.regime))
         now = [nxt == q for q in range(n_reg)]
         logp = s.logp + pick(now, [pick(was, prep.log_p[:, q]) for q in range(n_reg)])
+        rg = {name: pick(now, table) for name, table in tables.items()}
 
-        def rg(table):
-            return pick(now, table)
-
-    z = [sum(rg(prep.chol[:, i, j]) * normal[j] for j in range(i + 1)) for i in range(5)]
+    z = [sum(rg[f"chol_{i}{j}"] * normal[j] for j in range(i + 1)) for i in range(5)]
 
     # announcement jumps, and the log-probability of the jump draw (for score-function gradients w.r.t. the
-    # intensities; the log of a zero probability is never selected, and is kept finite for the gradient)
-    pj = prep.jump_p
-    hit = uniform[1] < rg(pj)
-    logp = logp + jnp.where(hit, rg(jnp.log(jnp.where(pj > 0, pj, 1.0))), rg(jnp.log1p(-pj)))
-    j_pi = jnp.where(hit, rg(reg["jump_pi_mean"]) + rg(reg["jump_pi_sd"]) * normal[8], 0.0)
-    j_tau = jnp.where(hit, rg(reg["jump_tau_mean"]) + rg(reg["jump_tau_sd"]) * normal[9], 0.0)
+    # intensities)
+    hit = uniform[1] < rg["jump_p"]
+    logp = logp + jnp.where(hit, rg["log_jump"], rg["log_no_jump"])
+    j_pi = jnp.where(hit, rg["jump_pi_mean"] + rg["jump_pi_sd"] * normal[8], 0.0)
+    j_tau = jnp.where(hit, rg["jump_tau_mean"] + rg["jump_tau_sd"] * normal[9], 0.0)
 
     # macro drivers
     r_target = s.r_star + s.pi + v["short_rate.phi_pi"] * (s.pi - v["short_rate.pi_star"]) \
         - v["short_rate.phi_stress"] * dys
     r = keep(prep, s.r + v["short_rate.k"] * dt * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0])
-    pi_target = rg(v["inflation.mean"] + reg["pi_shift"] + v["inflation.pass_through"] * reg["tariff"])
-    pi = keep(prep, s.pi + v["inflation.k"] * dt * (pi_target - s.pi)
-              + rg(v["inflation.sigma"] * reg["pi_vol_mult"] * sq) * z[1] + j_pi)
-    tau_f = keep(prep, s.tau_f + v["term_premium.k"] * dt * (rg(v["term_premium.mean"] + reg["tau_shift"]) - s.tau_f)
-                 + rg(v["term_premium.sigma"] * reg["tau_vol_mult"] * sq) * z[2] + j_tau)
+    pi = keep(prep, s.pi + v["inflation.k"] * dt * (rg["pi_target"] - s.pi) + rg["pi_sd"] * z[1] + j_pi)
+    tau_f = keep(prep, s.tau_f + v["term_premium.k"] * dt * (rg["tau_target"] - s.tau_f) + rg["tau_sd"] * z[2]
+                 + j_tau)
     r_star = keep(prep, s.r_star + v["neutral_rate.k"] * dt * (v["neutral_rate.mean"] - s.r_star)
                   + v["neutral_rate.sigma"] * sq * normal[5])
     p_target = v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s.r) - v["policy_path.phi_stress"] * dys
@@ -259,7 +282,7 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     # foreign official holders: regime and pro-cyclical selling (partly replaced by FIMA repo) + programs
     rise = jnp.maximum(y10 - prep.y10_0, 0.0) * 100.0  # per 100bp
     fall = jnp.maximum(jnp.log(v["initial.dollar_index"]) - s.log_dollar, 0.0) * 10.0  # per 10% (log)
-    selling = rg(reg["foreign_selling"])
+    selling = rg["selling"]
     sales = tuple(_holder_sales(prep, i, s.holdings[i], selling, rise, fall, t) for i in range(len(s.holdings)))
     foreign = sum(sales, jnp.zeros_like(y10))
 
@@ -269,7 +292,7 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     volfund_sales = v["vol_funds.speed"] * dt * (s.volfund - vol_target)
 
     # basis funds: repo haircut, margin constraint B <= E / h, smooth forced deleveraging, re-levering
-    haircut = rg(v["basis_funds.haircut0"] * reg["risk"]) + v["basis_funds.haircut_vol"] * vol
+    haircut = rg["haircut0"] + v["basis_funds.haircut_vol"] * vol
     haircut = haircut - v["fed.srf"] * jnp.maximum(haircut - v["fed.srf_cap"], 0.0)
     haircut = jnp.maximum(haircut, 1e-4)
     width = v["basis_funds.width"]
@@ -285,8 +308,8 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     fund_pos = s.fund_pos - forced + relever
 
     # issuance, Fed backstop, net flow, dealers and price impact
-    deficit = keep(prep, rg(v["issuance.deficit"] * reg["deficit_mult"] * dt))
-    net_issuance = deficit - rg(v["issuance.absorption"] * reg["absorption_mult"] * dt)
+    deficit = keep(prep, rg["deficit"])
+    net_issuance = deficit - rg["absorption"]
     fed_buy = v["fed.backstop"] * v["fed.max_purchases"] * dt * smooth_step(dys - v["fed.threshold"], v["fed.width"])
     net_flow = keep(prep, foreign + forced + volfund_sales + net_issuance - fed_buy - relever)
     dealer = s.dealer + net_flow - v["dealers.distribute_rate"] * dt * s.dealer
@@ -310,10 +333,9 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     ewma10 = s.ewma10 + (-jnp.expm1(-dt / FIVE_DAYS)) * (y10_new - s.ewma10)
 
     # equity (discount-rate channel through the term premium) and the dollar (rate differential, regime drift)
-    sig_e = v["equity.sigma"] * reg["equity_vol_mult"]
-    log_equity = (s.log_equity + rg((v["equity.mu"] + reg["equity_drift"] - 0.5 * sig_e**2) * dt) + rg(sig_e * sq)
-                  * z[3] - v["equity.tp_beta"] * (tau_new - s.tau))
-    log_dollar = (s.log_dollar + rg(reg["dollar_drift"] * dt) + v["dollar.sigma"] * sq * z[4]
+    log_equity = (s.log_equity + rg["equity_drift"] + rg["equity_sd"] * z[3]
+                  - v["equity.tp_beta"] * (tau_new - s.tau))
+    log_dollar = (s.log_dollar + rg["dollar_drift"] + v["dollar.sigma"] * sq * z[4]
                   + v["dollar.rate_beta"] * (y2_new - y2))
 
     # federal debt: each bucket rolls 1/maturity per year into the current yield; deficits add new debt
