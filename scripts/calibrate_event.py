@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,16 +23,6 @@ WINDOWS = {
     "april_2025": ("april_2025", "2025-04-02", "2025-04-11"),
     "march_2020": ("march_2020", "2020-03-09", "2020-03-18"),
 }
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    return x
 
 
 def main(argv=None) -> int:
@@ -48,6 +37,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from jaxstress._calibrate_cli import _jsonable
     from jaxstress._config import configs_dir
     from jaxstress._errors import ConfigError
     from jaxstress._event import fit_event, write_fitted_config

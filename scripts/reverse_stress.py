@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,16 +31,6 @@ EXAMPLES = {
 }
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    return x
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out-dir", type=Path, default=Path("runs/reverse"))
@@ -52,7 +41,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from jaxstress._calibrate_cli import format_reverse
+    from jaxstress._calibrate_cli import _jsonable, format_reverse
     from jaxstress._config import configs_dir, load_scenario
     from jaxstress._errors import ConfigError
     from jaxstress._output import atomic_dir
