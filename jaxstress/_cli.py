@@ -159,9 +159,13 @@ KEY_METRICS = (
 
 def format_table(summary: dict) -> str:
     m, units = summary["metrics"], summary["units"]
+    rate = f"{summary['path_steps_per_s'] / 1e6:.2f} M path-steps/s"
+    rest_paths = summary["paths"] - summary.get("chunk_size", summary["paths"])
+    rest_s = summary["wall_time_s"] - summary.get("first_chunk_s", 0.0)
+    if summary.get("processes", 1) == 1 and rest_paths > 0 and rest_s > 0:  # the first chunk includes the compile
+        rate += f"; {rest_paths * summary['steps'] / rest_s / 1e6:.2f} M after the first chunk"
     lines = [f"{summary['scenario']}: {summary['paths']:,} paths x {summary['steps']} steps, seed {summary['seed']}, "
-             f"{summary['wall_time_s']:.1f} s ({summary['path_steps_per_s'] / 1e6:.2f} M path-steps/s, "
-             f"{summary['backend']})",
+             f"{summary['wall_time_s']:.1f} s ({rate}, {summary['backend']})",
              f"{'metric':34s} {'value':>12s} {'stderr':>10s}  unit"]
     for k in KEY_METRICS:
         if k in m:

@@ -499,12 +499,10 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
     done = 0
     mine = range(rank, n_chunks, n_proc)
     total = sum(take(c) for c in mine)
-    for c in mine:
-        tc = time.perf_counter()
-        m, sn = run_chunk(c * chunk_blocks)
+
+    def collect(c, m, sn):
+        nonlocal done
         m = np.asarray(m)
-        if c == rank:
-            compile_s = time.perf_counter() - tc
         if n_proc > 1:  # whole chunks in the simulation dtype, for the gather
             metric_parts.append(m)
             if keep(c):
@@ -516,6 +514,20 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
         done += take(c)
         if progress is not None:
             progress(done, total)
+
+    # one chunk in flight while the previous one is copied out: the device never waits for the host
+    pending = None
+    for i, c in enumerate(mine):
+        out = run_chunk(c * chunk_blocks)
+        if i == 0:  # the first chunk compiles: wait for it, to report the compile time
+            collect(c, *out)
+            compile_s = time.perf_counter() - t0
+            continue
+        if pending is not None:
+            collect(*pending)
+        pending = (c, *out)
+    if pending is not None:
+        collect(*pending)
     if n_proc > 1:
         ms = gather_chunks(metric_parts, n_chunks, (len(METRIC_NAMES), chunk_paths), sim_dtype)
         for c, x in enumerate(ms):
