@@ -1,12 +1,12 @@
 """Simulation: one jitted function advances a chunk of paths over the horizon with `lax.scan`.
 
-Random numbers are drawn per block of `BLOCK` paths: the key of block b at step t is
-`fold_in(fold_in(key(seed), b), t)`, so the draws of a path depend only on the seed and its index, and results
-are identical for any chunk size (chunks are whole numbers of blocks). Callers may instead inject the draws
-(`simulate_draws`) for common random numbers.
+Random numbers are counter-based: threefry-2x32 of (path index, step) under the seed's key (`_BlockDraws`), so
+the draws of a path depend only on the seed and its index, and results are identical for any chunk size, device
+count or process count (chunks are whole numbers of blocks of `BLOCK` paths). Callers may instead inject the
+draws (`simulate_draws`) for common random numbers.
 
-Values at the reporting dates are written into a small buffer from inside the scan with a `lax.cond` on the
-(shared) step counter, so only those dates are kept; the portfolio is revalued only there.
+An outer scan runs over the reporting intervals and observes the reported variables once per interval, so only
+the reporting dates are kept and the portfolio is revalued only there.
 """
 
 from __future__ import annotations
@@ -170,8 +170,7 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
         return carry, observe(params, prep, carry[0], hi * dt)
 
     first = make(jnp.asarray(bounds[0]))
-    state = _vary_like(state, jax.tree_util.tree_leaves(first)[0])
-    (state, _), obs = jax.lax.scan(interval, (state, first),
+    (state, _), obs = jax.lax.scan(interval, (_vary_like(state, first), first),
                                    (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
     snaps = jnp.concatenate([obs0[None], obs], axis=0)
     metrics = path_metrics(names, obs0, snaps[-1], state)
@@ -189,10 +188,10 @@ def _carried_draws(draw: Callable):
     return draw, lambda x: x
 
 
-def _vary_like(tree, x):
+def _vary_like(tree, draws):
     """Under `shard_map`, mark `tree` (the initial state, the same on every device) as varying over the mesh
-    axes that `x` (the draws, which differ by device) varies over, so that a loop carrying both type-checks."""
-    aval = jax.typeof(x)
+    axes that `draws` (which differ by device) vary over, so that a loop carrying both type-checks."""
+    aval = jax.typeof(jax.tree_util.tree_leaves(draws)[0])
     axes = getattr(aval, "vma", None)  # the varying manual axes; newer jax: manual_axis_type.varying
     if axes is None:
         axes = getattr(getattr(aval, "manual_axis_type", None), "varying", ())
@@ -238,8 +237,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
         return carry, None
 
     first = make(jnp.asarray(0))
-    (state, _), _ = jax.lax.scan(segment_fn, (_vary_like(state, jax.tree_util.tree_leaves(first)[0]), first),
-                                 jnp.arange(n_seg))
+    (state, _), _ = jax.lax.scan(segment_fn, (_vary_like(state, first), first), jnp.arange(n_seg))
     obs1 = observe(params, prep, state, n * dt)
     return path_metrics(names, obs0, obs1, state), state
 
@@ -500,6 +498,12 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
     mine = range(rank, n_chunks, n_proc)
     total = sum(take(c) for c in mine)
 
+    def place_metrics(c, m):  # chunk c's kept paths into the output
+        allm[:, c * chunk_paths:c * chunk_paths + take(c)] = m[:, :take(c)]
+
+    def place_snaps(c, sn):
+        snaps[:, :, c * chunk_paths:c * chunk_paths + keep(c)] = sn[:, :, :keep(c)]
+
     def collect(c, m, sn):
         nonlocal done
         m = np.asarray(m)
@@ -508,9 +512,9 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
             if keep(c):
                 snap_parts.append(np.asarray(sn))
         else:
-            allm[:, c * chunk_paths:c * chunk_paths + take(c)] = m[:, :take(c)]
+            place_metrics(c, m)
             if keep(c):
-                snaps[:, :, c * chunk_paths:c * chunk_paths + keep(c)] = np.asarray(sn)[:, :, :keep(c)]
+                place_snaps(c, np.asarray(sn))
         done += take(c)
         if progress is not None:
             progress(done, total)
@@ -531,11 +535,11 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
     if n_proc > 1:
         ms = gather_chunks(metric_parts, n_chunks, (len(METRIC_NAMES), chunk_paths), sim_dtype)
         for c, x in enumerate(ms):
-            allm[:, c * chunk_paths:c * chunk_paths + take(c)] = x[:, :take(c)]
+            place_metrics(c, x)
         n_kept = sum(keep(c) > 0 for c in range(n_chunks))
         sns = gather_chunks(snap_parts, n_kept, (len(reports), n_vars, chunk_paths), sim_dtype)
         for c, x in enumerate(sns):
-            snaps[:, :, c * chunk_paths:c * chunk_paths + keep(c)] = x[:, :, :keep(c)]
+            place_snaps(c, x)
     check_finite(allm, snaps, variable_names(params), reports, scenario.name)
     metrics = {n: allm[i] for i, n in enumerate(METRIC_NAMES)}
     wall = time.perf_counter() - t0

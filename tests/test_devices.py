@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _same import assert_same_results
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxstress import load_scenario, simulate
@@ -50,18 +51,6 @@ def scenario():
 @pytest.fixture(scope="module")
 def one_device(x64, scenario):
     return simulate(scenario, PATHS, seed=SEED, chunk_size=CHUNK, dtype=jnp.float64)
-
-
-def assert_same_results(res, ref):
-    assert res.n_paths == ref.n_paths and res.variables == ref.variables and res.reports == ref.reports
-    for name in METRIC_NAMES:
-        np.testing.assert_allclose(res.metrics[name], ref.metrics[name], rtol=1e-6, atol=1e-9, err_msg=name)
-    np.testing.assert_allclose(res.snapshots, ref.snapshots, rtol=1e-6, atol=1e-9)
-    s_ref, s_res = summarize(ref.metrics), summarize(res.metrics)
-    assert s_ref.keys() == s_res.keys()
-    for key in s_ref:
-        for field in ("value", "stderr"):
-            assert s_res[key][field] == pytest.approx(s_ref[key][field], rel=1e-6, abs=1e-9), (key, field)
 
 
 def test_session_has_fake_devices():

@@ -22,10 +22,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.linalg  # noqa: E402
+from _same import assert_same_results  # noqa: E402
 
 from jaxstress import ConfigError, _simulate, load_scenario, simulate  # noqa: E402
 from jaxstress._curve import loadings, par_yield_from_zero, zero_yields  # noqa: E402
-from jaxstress._metrics import summarize  # noqa: E402
 from jaxstress._regimes import sample_next, stationary_distribution, transition_matrix  # noqa: E402
 from jaxstress._simulate import BLOCK, METRIC_NAMES  # noqa: E402
 
@@ -440,14 +440,7 @@ def test_chunk_size_does_not_change_results(chunk_reference, chunk):
     ref = chunk_reference
     res = run(paths=1000, seed=11, chunk=chunk)
     assert (res.chunk_size, ref.chunk_size) == (chunk, 4 * BLOCK)
-    for name in METRIC_NAMES:
-        np.testing.assert_allclose(res.metrics[name], ref.metrics[name], rtol=1e-6, atol=1e-9, err_msg=name)
-    np.testing.assert_allclose(res.snapshots, ref.snapshots, rtol=1e-6, atol=1e-9)
-    s_ref, s_res = summarize(ref.metrics), summarize(res.metrics)
-    assert s_ref.keys() == s_res.keys()
-    for key in s_ref:
-        for field in ("value", "stderr"):
-            assert s_res[key][field] == pytest.approx(s_ref[key][field], rel=1e-6, abs=1e-9), (key, field)
+    assert_same_results(res, ref)
 
 
 def test_path_streams_do_not_depend_on_path_count(chunk_reference):
