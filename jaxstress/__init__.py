@@ -2,6 +2,7 @@
 
 import importlib.metadata
 
+from . import _xla_flags  # noqa: F401  (first: XLA defaults before any computation)
 from ._config import Params as Params
 from ._config import Scenario as Scenario
 from ._config import load_scenario as load_scenario

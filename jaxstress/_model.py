@@ -12,6 +12,8 @@ Units: rates are decimals, amounts $bn, basis in bp, time in years.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -225,7 +227,41 @@ def _regime_tables(prep: Prep) -> dict:
     return tables
 
 
-def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> State:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def lookup(tables: dict, index, n_regimes: int) -> dict:
+    """{name: table[index]} for per-regime tables (shape (R,)) and a batch of regime indices (shape (paths,)).
+
+    Reverse mode: the cotangents of all tables as one product (tables, paths) @ (paths, R) with the one-hot
+    regimes, where indexing each table would transpose into one scatter-add per table (and a select chain into
+    one reduction over paths per table and regime)."""
+    return {k: t[index] for k, t in tables.items()}
+
+
+def _lookup_fwd(tables, index, n_regimes):
+    return lookup(tables, index, n_regimes), index
+
+
+def _lookup_bwd(n_regimes, index, ct):
+    names = list(ct)
+    stacked = jnp.stack([ct[k] for k in names])
+    onehot = (index[:, None] == jnp.arange(n_regimes)).astype(stacked.dtype)
+    per_regime = jnp.matmul(stacked, onehot, precision=jax.lax.Precision.HIGHEST)
+    return {k: per_regime[i] for i, k in enumerate(names)}, None
+
+
+lookup.defvjp(_lookup_fwd, _lookup_bwd)
+
+
+def next_regime(prep: Prep, s: State, u):
+    """For a batch of paths (s of shape (paths,)): the regime of the next step by the inverse CDF of the current
+    row at the uniforms u, the path log-probability with that transition, and the regime tables looked up
+    (`lookup`). `step(..., regime=next_regime(...))` is the step the reverse mode differentiates."""
+    nxt = jax.vmap(sample_next)(prep.cum_p[s.regime], u)
+    logp = s.logp + prep.log_p[s.regime, nxt]
+    return nxt, logp, lookup(_regime_tables(prep), nxt, prep.cum_p.shape[0])
+
+
+def step(prep: Prep, t, s: State, normal, uniform, regime=None) -> State:
     """Advance one path by one step of length dt; t is the time at the start of the step.
 
     normal: 10 standard normals, uniform: 2 uniforms in (0, 1) (sequences of scalars).
@@ -234,8 +270,8 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     holders and debt buckets unrolled, divisions by parameters as multiplications by their reciprocals, the
     yields, term premium and dysfunction that many equations read computed once, at the end of the previous
     step, and other shared intermediates computed once (`keep`).
-    `gathers=True` reads the regime tables by indexing instead (the same values): reverse mode transposes an
-    index into one scatter-add per table, where a select chain becomes one reduction over paths per regime.
+    `regime`: the next regime, the log-probability and the looked-up tables from `next_regime` (batched, outside
+    the `vmap`), the same values as the select chains; reverse mode differentiates that form (see `lookup`).
     """
     v, dt = prep.v, prep.dt
     sq = jnp.sqrt(dt)
@@ -244,13 +280,11 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
 
     # regime: transition at the start of the step (inverse CDF of the current row), then the parameters of the
     # regime in force during the step; the correlated shocks by an unrolled 5x5 Cholesky product
-    n_reg = prep.cum_p.shape[0]
-    tables = _regime_tables(prep)
-    if gathers:
-        nxt = sample_next(prep.cum_p[s.regime], uniform[0])
-        logp = s.logp + prep.log_p[s.regime, nxt]
-        rg = {name: table[nxt] for name, table in tables.items()}
+    if regime is not None:
+        nxt, logp, rg = regime
     else:
+        n_reg = prep.cum_p.shape[0]
+        tables = _regime_tables(prep)
         was = [s.regime == q for q in range(n_reg)]
         nxt = sum(((uniform[0] >= pick(was, prep.cum_p[:, q])).astype(jnp.int32) for q in range(n_reg - 1)),
                   jnp.zeros_like(s.regime))
@@ -341,7 +375,7 @@ def step(prep: Prep, t, s: State, normal, uniform, gathers: bool = False) -> Sta
     # federal debt: each bucket rolls 1/maturity per year into the current yield; deficits add new debt
     debt, coupon = [], []
     for i, (d_i, c_i) in enumerate(zip(s.debt, s.coupon, strict=True)):
-        y_i = _yield(prep.load_debt[:, i], r, pi, tau_new, r_star, p)
+        y_i = _yield([row[i] for row in prep.load_debt], r, pi, tau_new, r_star, p)
         roll = dt / prep.debt_mat[i] * d_i
         new_debt = prep.debt_share[i] * deficit
         debt.append(d_i + new_debt)

@@ -12,7 +12,6 @@ the reporting dates are kept and the portfolio is revalued only there.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 
@@ -25,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ._config import Params, Scenario
 from ._curve import par_yields, zero_yields
 from ._errors import SimulationError
-from ._model import N_NORMAL, Prep, State, initial_state, prepare, step
+from ._model import N_NORMAL, Prep, State, initial_state, next_regime, prepare, step
 from ._portfolio import portfolio_value
 
 BLOCK = 256
@@ -207,7 +206,8 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
     Reverse mode through `lax.scan` stores the carry of every step it differentiates; here the steps are
     grouped into segments of about sqrt(T) whose inner scans are rematerialised (`jax.checkpoint`), so the
     backward pass keeps ~2 sqrt(T) states per path instead of T, and each step's internals are recomputed
-    rather than stored. Steps past the horizon in the last segment are masked out.
+    rather than stored. Steps past the horizon in the last segment are masked out. The step is the one with
+    the regime tables looked up (`next_regime`), whose transpose is one product a step for all tables.
     """
     prep = prepare(params)
     names = variable_names(params)
@@ -215,18 +215,18 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
     obs0 = _observe_initial(params, prep, s0, n_paths)
     n = params.n_steps
-    seg = segment or max(1, int(round(np.sqrt(n))))
-    n_seg = -(-n // seg)
-    step_b = jax.vmap(functools.partial(step, gathers=True), in_axes=(None, None, 0, 0, 0))
+    step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))
     dt = params.dt
 
+    seg = segment or max(1, int(round(np.sqrt(n))))
+    n_seg = -(-n // seg)
     make, unpack = _carried_draws(draw)
 
     @jax.checkpoint  # each step's internals are recomputed from its carry rather than stored
     def one(carry, t):
         state, draws = carry
         normal, uniform = unpack(draws)
-        new = step_b(prep, t * dt, state, normal, uniform)
+        new = step_b(prep, t * dt, state, normal, uniform, next_regime(prep, state, uniform[0]))
         if n_seg * seg != n:
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(t < n, a, b), new, state)
         return (new, make(jnp.minimum(t + 1, n - 1))), None

@@ -479,10 +479,11 @@ def test_zero_debt_is_rejected_or_finite():
     assert np.all(np.isfinite(res.metrics["interest_cost_change_bn"]))
 
 
-def test_gather_and_select_steps_agree():
-    """The forward loop reads regime tables by select chains, reverse mode by indexing: the same step either way,
-    from every regime to every regime, jump or not (states after a few steps of april_2025, float64)."""
-    from jaxstress._model import initial_state, prepare, step
+def test_lookup_and_select_steps_agree():
+    """The forward loop reads regime tables by select chains, reverse mode by `next_regime` (indexing, with the
+    one-product transpose of `lookup`): the same step either way, from every regime to every regime, jump or not
+    (states after a few steps of april_2025, float64)."""
+    from jaxstress._model import initial_state, next_regime, prepare, step
 
     params = load_scenario("april_2025").params(jnp.float64)
     prep = prepare(params)
@@ -494,17 +495,39 @@ def test_gather_and_select_steps_agree():
     state = eqx.tree_at(lambda s: s.regime, state, jnp.asarray(np.arange(n) % n_reg, jnp.int32))
     normal = tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10))
     uniform = tuple(jnp.asarray(rng.uniform(size=n)) for _ in range(2))
-    steps = {g: jax.jit(jax.vmap(functools.partial(step, gathers=g), in_axes=(None, None, 0, 0, 0)))
-             for g in (False, True)}
+    select = jax.jit(jax.vmap(step, in_axes=(None, None, 0, 0, 0)))
+    looked_up = jax.jit(lambda p, t, s, z, u: jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))(
+        p, t, s, z, u, next_regime(p, s, u[0])))
     for _ in range(3):
-        a = steps[False](prep, 0.1, state, normal, uniform)
-        b = steps[True](prep, 0.1, state, normal, uniform)
+        a = select(prep, 0.1, state, normal, uniform)
+        b = looked_up(prep, 0.1, state, normal, uniform)
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
         assert len(set(np.asarray(a.regime).tolist())) > 1
         state = a
         normal = tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10))
         uniform = (jnp.asarray(rng.uniform(size=n)), jnp.asarray(rng.uniform(size=n) * 0.2))  # some jumps
+
+
+def test_lookup_gradient_equals_indexing():
+    """The custom reverse mode of `lookup` (one product with the one-hot regimes) gives the cotangents that
+    indexing each table gives (a scatter-add per table), float64."""
+    from jaxstress._model import lookup
+
+    rng = np.random.default_rng(5)
+    tables = {k: jnp.asarray(rng.normal(size=4)) for k in ("a", "b", "c")}
+    index = jnp.asarray(rng.integers(0, 4, size=200), jnp.int32)
+    w = {k: jnp.asarray(rng.normal(size=200)) for k in tables}
+
+    def loss(fn, tb):
+        got = fn(tb)
+        return sum(jnp.sum(jnp.sin(got[k]) * w[k]) for k in tb)
+
+    g1 = jax.grad(lambda tb: loss(lambda x: lookup(x, index, 4), tb))(tables)
+    g2 = jax.grad(lambda tb: loss(lambda x: {k: t[index] for k, t in x.items()}, tb))(tables)
+    for k in tables:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-13, atol=1e-13)
+        assert np.all(np.abs(np.asarray(g1[k])) > 0)
 
 
 def test_par_yields_share_one_grid_and_match_one_by_one():
