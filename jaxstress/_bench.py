@@ -38,7 +38,7 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def bench(scenario: Scenario, paths: int, chunk_size: int = 16384, grad_chunk_size: int = 4096, grad: bool = True,
+def bench(scenario: Scenario, paths: int, chunk_size: int = 16384, grad_chunk_size: int = 16384, grad: bool = True,
           dtype=None) -> dict:
     """Forward: `paths` paths over the scenario's horizon; gradient: the full gradient of y10_change_bp_mean
     over every driver, on the same paths, accumulated over chunks of `grad_chunk_size`."""

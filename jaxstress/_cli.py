@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--paths", type=_positive_int, default=65536, help="paths (default 65536)")
     bn.add_argument("--steps", type=_positive_int, help="time steps (default: the scenario's horizon)")
     bn.add_argument("--chunk-size", type=_positive_int, default=16384, help="forward chunk (default 16384)")
-    bn.add_argument("--grad-chunk-size", type=_positive_int, default=4096, help="gradient chunk (default 4096)")
+    bn.add_argument("--grad-chunk-size", type=_positive_int, default=16384, help="gradient chunk (default 16384)")
     bn.add_argument("--no-grad", action="store_true", help="forward only")
     bn.add_argument("--float64", action="store_true", help="benchmark float64")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
