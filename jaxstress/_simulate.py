@@ -200,14 +200,53 @@ def _vary_like(tree, draws):
     return jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, axes, to="varying"), tree)
 
 
+def _differentiable_step(dt: float, n: int, masked: bool, unpack: Callable):
+    """step(prep, state, draws, t) -> the state after step t, for a batch of paths, with a reverse mode of its own.
+
+    Evaluated, it is the forward step (select chains, the cheaper form); differentiated, it keeps its inputs and
+    the backward pass recomputes the step in the looked-up form (`next_regime`, whose transpose is one product a
+    step for all regime tables) and transposes that: the same values, so each step's internals are recomputed
+    rather than stored, as `jax.checkpoint` would do, while the forward passes that only carry the state run the
+    cheaper form. The draws are constants (their cotangent is zero); steps t >= n leave the state unchanged.
+    """
+    select = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
+    looked_up = jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))
+
+    def finish(new, state, t):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(t < n, a, b), new, state) if masked else new
+
+    @jax.custom_vjp
+    def one_step(prep, state, draws, t):
+        normal, uniform = unpack(draws)
+        return finish(select(prep, t * dt, state, normal, uniform), state, t)
+
+    def fwd(prep, state, draws, t):
+        return one_step(prep, state, draws, t), (prep, state, draws, t)
+
+    def bwd(res, ct):
+        prep, state, draws, t = res
+        normal, uniform = unpack(draws)
+
+        def f(prep, state):
+            return finish(looked_up(prep, t * dt, state, normal, uniform, next_regime(prep, state, uniform[0])),
+                          state, t)
+
+        _, vjp = jax.vjp(f, prep, state)
+        ct_prep, ct_state = vjp(ct)
+        return ct_prep, ct_state, jax.tree_util.tree_map(jnp.zeros_like, draws), None
+
+    one_step.defvjp(fwd, bwd)
+    return one_step
+
+
 def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int | None = None):
     """Per-path metrics at the horizon, differentiable and memory-bounded: returns (metrics, final State).
 
     Reverse mode through `lax.scan` stores the carry of every step it differentiates; here the steps are
     grouped into segments of about sqrt(T) whose inner scans are rematerialised (`jax.checkpoint`), so the
     backward pass keeps ~2 sqrt(T) states per path instead of T, and each step's internals are recomputed
-    rather than stored. Steps past the horizon in the last segment are masked out. The step is the one with
-    the regime tables looked up (`next_regime`), whose transpose is one product a step for all tables.
+    rather than stored (`_differentiable_step`). Steps past the horizon in the last segment are masked out.
+    The draws are not differentiated.
     """
     prep = prepare(params)
     names = variable_names(params)
@@ -215,21 +254,14 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
     obs0 = _observe_initial(params, prep, s0, n_paths)
     n = params.n_steps
-    step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))
-    dt = params.dt
-
     seg = segment or max(1, int(round(np.sqrt(n))))
     n_seg = -(-n // seg)
     make, unpack = _carried_draws(draw)
+    one_step = _differentiable_step(params.dt, n, n_seg * seg != n, unpack)
 
-    @jax.checkpoint  # each step's internals are recomputed from its carry rather than stored
     def one(carry, t):
         state, draws = carry
-        normal, uniform = unpack(draws)
-        new = step_b(prep, t * dt, state, normal, uniform, next_regime(prep, state, uniform[0]))
-        if n_seg * seg != n:
-            new = jax.tree_util.tree_map(lambda a, b: jnp.where(t < n, a, b), new, state)
-        return (new, make(jnp.minimum(t + 1, n - 1))), None
+        return (one_step(prep, state, draws, t), make(jnp.minimum(t + 1, n - 1))), None
 
     @jax.checkpoint
     def segment_fn(carry, j):
@@ -238,7 +270,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
 
     first = make(jnp.asarray(0))
     (state, _), _ = jax.lax.scan(segment_fn, (_vary_like(state, first), first), jnp.arange(n_seg))
-    obs1 = observe(params, prep, state, n * dt)
+    obs1 = observe(params, prep, state, n * params.dt)
     return path_metrics(names, obs0, obs1, state), state
 
 

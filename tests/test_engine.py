@@ -530,6 +530,47 @@ def test_lookup_gradient_equals_indexing():
         assert np.all(np.abs(np.asarray(g1[k])) > 0)
 
 
+def test_differentiable_step_gradient_equals_direct():
+    """`_differentiable_step` (forward by select chains, reverse mode by recomputing the looked-up step) gives the
+    gradient that differentiating the looked-up step directly gives, w.r.t. the parameters and the state, and the
+    forward values of the select-chain step (float64, a masked step past the horizon included)."""
+    from jaxstress._model import initial_state, next_regime, prepare, step
+    from jaxstress._simulate import _differentiable_step
+
+    params = load_scenario("april_2025").params(jnp.float64)
+    prep = prepare(params)
+    s0 = initial_state(prep, params.initial_regime)
+    n = 32
+    rng = np.random.default_rng(6)
+    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), s0)
+    state = eqx.tree_at(lambda s: s.regime, state, jnp.asarray(np.arange(n) % prep.cum_p.shape[0], jnp.int32))
+    draws = (tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10)),
+             (jnp.asarray(rng.uniform(size=n)), jnp.asarray(rng.uniform(size=n) * 0.2)))
+    w = jnp.asarray(rng.normal(size=n))
+    one_step = _differentiable_step(params.dt, 5, True, lambda d: d)
+    looked_up = jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))
+
+    def direct(prep, state, t):
+        z, u = draws
+        new = looked_up(prep, t * params.dt, state, z, u, next_regime(prep, state, u[0]))
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(t < 5, a, b), new, state)
+
+    def loss(fn):
+        return lambda prep, state: jnp.sum(w * (fn(prep, state).y10 + fn(prep, state).fund_eq * 1e-3))
+
+    for t in (jnp.asarray(2), jnp.asarray(7)):
+        got = jax.grad(loss(lambda p, s: one_step(p, s, draws, t)), argnums=(0, 1), allow_int=True)(prep, state)
+        want = jax.grad(loss(lambda p, s: direct(p, s, t)), argnums=(0, 1), allow_int=True)(prep, state)
+        for x, y in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+            if x.dtype != jax.dtypes.float0:  # the regime index (an integer) has no gradient
+                np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-14)
+        moved = any(np.any(np.asarray(x) != 0) for x in jax.tree_util.tree_leaves(got[0]))
+        assert moved == bool(t < 5)  # a step past the horizon does not depend on the parameters
+        fwd = one_step(prep, state, draws, t)
+        for x, y in zip(jax.tree_util.tree_leaves(fwd), jax.tree_util.tree_leaves(direct(prep, state, t)), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
 def test_par_yields_share_one_grid_and_match_one_by_one():
     """par_yields (one semiannual grid of discount factors for whole half years) equals par_yield_from_zero per
     maturity, on and off the grid, for a batch of curves."""
