@@ -397,9 +397,12 @@ def main(argv=None) -> int:
     from ._errors import ConfigError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["run", *argv]  # options without a verb are the run's: `jaxstress --paths 1000`
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+        args = parser.parse_args(["run", *argv])
     handlers = {"run": cmd_run, "scenarios": cmd_scenarios, "compare": cmd_compare, "validate": cmd_validate,
                 "sensitivities": cmd_sensitivities, "bench": cmd_bench, **parser.verb_handlers}
     try:

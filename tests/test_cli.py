@@ -47,6 +47,16 @@ def test_run_writes_summary_and_quantiles(small_run):
     assert (small_run / "paths.npz").exists()
 
 
+def test_options_without_a_verb_are_the_runs(small_run, tmp_path):
+    """`jaxstress --paths 512 ...` is `jaxstress run --paths 512 ...` (the default scenario): the same metrics as
+    the explicit run with the same seed."""
+    out = tmp_path / "b"
+    assert main(["--paths", "512", "--seed", "3", "--out", str(out), "--horizon", "0.1", "--quiet"]) == 0
+    a = json.loads((small_run / "summary.json").read_text())["metrics"]
+    b = json.loads((out / "summary.json").read_text())["metrics"]
+    assert a == b
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "jaxstress", *args], capture_output=True, text=True, timeout=300)
 
