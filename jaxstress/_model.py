@@ -21,7 +21,7 @@ from jaxtyping import Array, Float, Int
 
 from ._config import Params
 from ._curve import loadings
-from ._regimes import sample_next, transition_matrix
+from ._regimes import transition_matrix
 from ._schema import REGIME_FIELDS
 
 N_NORMAL = 10  # 5 correlated (r, pi, tau, equity, dollar), r_star, p, basis, jump size pi, jump size tau
@@ -252,11 +252,22 @@ def _lookup_bwd(n_regimes, index, ct):
 lookup.defvjp(_lookup_fwd, _lookup_bwd)
 
 
+def _transition(prep: Prep, regime, u):
+    """(one-hot of the current regime as a list of masks, next regime): the inverse CDF of the current row at the
+    uniform u, by comparisons with the row's cumulative probabilities picked by select chains (elementwise, for
+    one path under `vmap` or for a batch)."""
+    n_reg = prep.cum_p.shape[0]
+    was = [regime == q for q in range(n_reg)]
+    nxt = sum(((u >= pick(was, prep.cum_p[:, q])).astype(jnp.int32) for q in range(n_reg - 1)),
+              jnp.zeros_like(regime))
+    return was, nxt
+
+
 def next_regime(prep: Prep, s: State, u):
-    """For a batch of paths (s of shape (paths,)): the regime of the next step by the inverse CDF of the current
-    row at the uniforms u, the path log-probability with that transition, and the regime tables looked up
-    (`lookup`). `step(..., regime=next_regime(...))` is the step the reverse mode differentiates."""
-    nxt = jax.vmap(sample_next)(prep.cum_p[s.regime], u)
+    """For a batch of paths (s of shape (paths,)): the regime of the next step (`_transition`, as in `step`), the
+    path log-probability with that transition, and the regime tables looked up (`lookup`).
+    `step(..., regime=next_regime(...))` is the step the reverse mode differentiates."""
+    _, nxt = _transition(prep, s.regime, u)
     logp = s.logp + prep.log_p[s.regime, nxt]
     return nxt, logp, lookup(_regime_tables(prep), nxt, prep.cum_p.shape[0])
 
@@ -285,9 +296,7 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None) -> State:
     else:
         n_reg = prep.cum_p.shape[0]
         tables = _regime_tables(prep)
-        was = [s.regime == q for q in range(n_reg)]
-        nxt = sum(((uniform[0] >= pick(was, prep.cum_p[:, q])).astype(jnp.int32) for q in range(n_reg - 1)),
-                  jnp.zeros_like(s.regime))
+        was, nxt = _transition(prep, s.regime, uniform[0])
         now = [nxt == q for q in range(n_reg)]
         logp = s.logp + pick(now, [pick(was, prep.log_p[:, q]) for q in range(n_reg)])
         rg = {name: pick(now, table) for name, table in tables.items()}

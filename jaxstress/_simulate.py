@@ -523,7 +523,8 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
 
     t0 = time.perf_counter()
     sim_dtype = np.dtype(params.values["curve.k"].dtype)
-    n_vars = len(variable_names(params))
+    names = variable_names(params)
+    n_vars = len(names)
     # the outputs are allocated once and filled chunk by chunk (no list of parts and concatenated copy: 10^7 paths
     # of metrics are 1.6 GB in float64)
     allm = np.empty((len(METRIC_NAMES), n_paths), np.float64)
@@ -576,9 +577,9 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int = 
         sns = gather_chunks(snap_parts, n_kept, (len(reports), n_vars, chunk_paths), sim_dtype)
         for c, x in enumerate(sns):
             place_snaps(c, x)
-    check_finite(allm, snaps, variable_names(params), reports, scenario.name)
+    check_finite(allm, snaps, names, reports, scenario.name)
     metrics = {n: allm[i] for i, n in enumerate(METRIC_NAMES)}
     wall = time.perf_counter() - t0
     return SimulationResult(scenario=scenario, params=params, seed=seed, n_paths=n_paths, metrics=metrics,
-                            snapshots=snaps, variables=variable_names(params),
+                            snapshots=snaps, variables=names,
                             reports=reports, wall_s=wall, compile_s=compile_s, chunk_size=chunk_paths)
