@@ -8,6 +8,7 @@ G(m) = 1 - (1 - exp(-m / mu)) / (m / mu). All yields are continuously compounded
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -44,10 +45,20 @@ def zero_yields(
     kc: Float[ArrayLike, ""],
     mu: Float[ArrayLike, ""],
 ) -> Float[Array, "*batch m"]:
-    """Zero yields at maturities m for a batch of states (broadcast on the leading axes)."""
-    b, c, g = loadings(m, k, kc, mu)
-    e = lambda x: jnp.asarray(x)[..., None]  # noqa: E731
-    return e(r) * b + (e(r_star) + e(pi)) * (1.0 - b) + e(p) * c + e(tau) * g
+    """Zero yields at maturities m for a batch of states (broadcast on the leading axes).
+
+    Computed as a product of the factors (*batch, 4) with the loadings (m, 4): for a batch of paths and many
+    maturities (a portfolio's payment dates), reverse mode transposes it into two products, where the same sum
+    written elementwise keeps each factor broadcast to (*batch, m) in memory to differentiate the loadings.
+    """
+    m = jnp.asarray(m)
+    b, c, g = loadings(m.reshape(-1), k, kc, mu)
+    load = jnp.stack([b, 1.0 - b, c, g], axis=-1)
+    r, pi, tau, r_star, p = jnp.broadcast_arrays(*(jnp.asarray(x) for x in (r, pi, tau, r_star, p)))
+    factors = jnp.stack([r, r_star + pi, p, tau], axis=-1)
+    dtype = jnp.result_type(factors, load)
+    y = jnp.matmul(factors.reshape(-1, 4).astype(dtype), load.T.astype(dtype), precision=jax.lax.Precision.HIGHEST)
+    return y.reshape(r.shape + m.shape)
 
 
 def par_yield_from_zero(zero_fn, m: float) -> Float[Array, "..."]:

@@ -60,6 +60,13 @@ PERCENT = ("yield_", "par_yield_", "short_rate", "breakeven_10y", "term_premium_
 
 def observe(params: Params, prep: Prep, s: State, t) -> jax.Array:
     """Reported variables for a batch of states at time t, stacked to shape (variables, paths)."""
+    tau = s.tau
+    return jnp.stack([jnp.broadcast_to(c, tau.shape) for c in observe_columns(params, prep, s, t)])
+
+
+def observe_columns(params: Params, prep: Prep, s: State, t) -> list:
+    """The reported variables of `observe` as a list (in the order of `variable_names`), not stacked: reverse
+    mode through a row of the stack would pad its cotangent to the whole stack."""
     v = params.values
     k, kc, mu = v["curve.k"], v["curve.kc"], v["curve.mu"]
     tau = s.tau
@@ -79,7 +86,7 @@ def observe(params: Params, prep: Prep, s: State, t) -> jax.Array:
     mortgage = y10 + v["mortgage.spread"] + v["mortgage.stress_spread"] * s.dysfunction
     interest_bill = sum((d * c for d, c in zip(s.debt, s.coupon, strict=True)), jnp.zeros_like(tau))
     value = portfolio_value(params.portfolio, t, zero_fn, zero_fn0, jnp.exp(s.log_equity), jnp.exp(s.cash))
-    cols = (
+    return (
         [zeros[..., j] * 100 for j in range(len(params.maturities))]
         + [pars[..., j] * 100 for j in range(len(params.maturities))]
         + [s.r * 100, s.pi * 100, tau * 100, s.impact * 100, s.r_star * 100, s.p * 100, mortgage * 100]
@@ -88,7 +95,6 @@ def observe(params: Params, prep: Prep, s: State, t) -> jax.Array:
            interest_bill, value, 100 * jnp.exp(s.log_equity), jnp.exp(s.log_dollar),
            s.regime.astype(tau.dtype), s.dysfunction, s.foreign_sales, s.forced_sales]
     )
-    return jnp.stack([jnp.broadcast_to(c, tau.shape) for c in cols])
 
 
 def _observe_initial(params: Params, prep: Prep, s0: State, n_paths: int) -> jax.Array:
@@ -105,8 +111,9 @@ METRIC_NAMES = (
 )
 
 
-def path_metrics(names: tuple[str, ...], obs0: jax.Array, obs1: jax.Array, s: State) -> jax.Array:
-    """Per-path metrics at the horizon from the initial and final observations; shape (metrics, paths)."""
+def path_metrics(names: tuple[str, ...], obs0, obs1, s: State) -> jax.Array:
+    """Per-path metrics at the horizon from the initial and final observations (stacked as from `observe`, or
+    lists of columns as from `observe_columns`, the initial ones possibly unbatched); shape (metrics, paths)."""
     ix = {n: i for i, n in enumerate(names)}
 
     def d(name, mult=1.0):
@@ -252,7 +259,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
-    obs0 = _observe_initial(params, prep, s0, n_paths)
+    obs0 = observe_columns(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
     n = params.n_steps
     seg = segment or max(1, int(round(np.sqrt(n))))
     n_seg = -(-n // seg)
@@ -270,7 +277,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
 
     first = make(jnp.asarray(0))
     (state, _), _ = jax.lax.scan(segment_fn, (_vary_like(state, first), first), jnp.arange(n_seg))
-    obs1 = observe(params, prep, state, n * params.dt)
+    obs1 = observe_columns(params, prep, state, n * params.dt)
     return path_metrics(names, obs0, obs1, state), state
 
 
