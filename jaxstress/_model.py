@@ -231,10 +231,15 @@ def _regime_tables(prep: Prep) -> dict:
 def lookup(tables: dict, index, n_regimes: int) -> dict:
     """{name: table[index]} for per-regime tables (shape (R,)) and a batch of regime indices (shape (paths,)).
 
-    Reverse mode: the cotangents of all tables as one product (tables, paths) @ (paths, R) with the one-hot
-    regimes, where indexing each table would transpose into one scatter-add per table (and a select chain into
-    one reduction over paths per table and regime)."""
-    return {k: t[index] for k, t in tables.items()}
+    All tables at once, as one product (tables, R) @ (R, paths) with the one-hot regimes (exact: one term is
+    nonzero; a gather from a small table does not vectorize on CPU). Reverse mode: the cotangents of all tables
+    as one product (tables, paths) @ (paths, R), where indexing each table would transpose into one scatter-add
+    per table (and a select chain into one reduction over paths per table and regime)."""
+    names = list(tables)
+    stacked = jnp.stack([tables[k] for k in names])
+    onehot_t = (jnp.arange(n_regimes)[:, None] == index[None, :]).astype(stacked.dtype)
+    rows = jnp.matmul(stacked, onehot_t, precision=jax.lax.Precision.HIGHEST)
+    return {k: rows[i] for i, k in enumerate(names)}
 
 
 def _lookup_fwd(tables, index, n_regimes):
