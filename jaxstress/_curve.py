@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, ArrayLike, Float
 
 _SMALL = 1e-6
@@ -47,18 +48,43 @@ def zero_yields(
 ) -> Float[Array, "*batch m"]:
     """Zero yields at maturities m for a batch of states (broadcast on the leading axes).
 
-    Computed as a product of the factors (*batch, 4) with the loadings (m, 4): for a batch of paths and many
-    maturities (a portfolio's payment dates), reverse mode transposes it into two products, where the same sum
-    written elementwise keeps each factor broadcast to (*batch, m) in memory to differentiate the loadings.
+    The factors (r, r_star + pi, p, tau) times the loadings (B, 1 - B, C, G) at m, summed (`_affine`).
     """
     m = jnp.asarray(m)
     b, c, g = loadings(m.reshape(-1), k, kc, mu)
-    load = jnp.stack([b, 1.0 - b, c, g], axis=-1)
     r, pi, tau, r_star, p = jnp.broadcast_arrays(*(jnp.asarray(x) for x in (r, pi, tau, r_star, p)))
-    factors = jnp.stack([r, r_star + pi, p, tau], axis=-1)
-    dtype = jnp.result_type(factors, load)
-    y = jnp.matmul(factors.reshape(-1, 4).astype(dtype), load.T.astype(dtype), precision=jax.lax.Precision.HIGHEST)
+    dtype = jnp.result_type(r, b)
+    factors = jnp.stack([r, r_star + pi, p, tau], axis=-1).astype(dtype)
+    load = jnp.stack([b, 1.0 - b, c, g]).astype(dtype)
+    y = _affine(factors.reshape(-1, 4), load)
     return y.reshape(r.shape + m.shape)
+
+
+@jax.custom_jvp
+def _affine(factors: Float[Array, "n 4"], load: Float[Array, "4 m"]) -> Float[Array, "n m"]:
+    """factors @ load, evaluated elementwise (so that it fuses with what reads the yields, the discount factors of
+    a portfolio's payment dates, say; the loadings are materialised first, else XLA recomputes their exponentials
+    for every element of the result) and differentiated as products: the tangent dF @ L + F @ dL transposes into
+    two products, where differentiating the elementwise sum would keep each factor broadcast to (n, m) in memory
+    to differentiate the loadings."""
+    load = jax.lax.optimization_barrier(load)
+    return sum(factors[:, f, None] * load[f] for f in range(4))
+
+
+def _affine_jvp(primals, tangents):
+    factors, load = primals
+    d_factors, d_load = tangents
+    out = _affine(factors, load)
+    hi = jax.lax.Precision.HIGHEST
+    terms = []
+    if not isinstance(d_factors, SymbolicZero):
+        terms.append(jnp.matmul(d_factors, load, precision=hi))
+    if not isinstance(d_load, SymbolicZero):
+        terms.append(jnp.matmul(factors, d_load, precision=hi))
+    return out, sum(terms) if terms else jnp.zeros_like(out)
+
+
+_affine.defjvp(_affine_jvp, symbolic_zeros=True)
 
 
 def par_yield_from_zero(zero_fn, m: float) -> Float[Array, "..."]:

@@ -29,9 +29,10 @@ SEED = 7
 
 @pytest.fixture(scope="module", autouse=True)
 def x64():
+    before = jax.config.jax_enable_x64  # restored after: modules collected earlier may have set it at import
     jax.config.update("jax_enable_x64", True)
     yield
-    jax.config.update("jax_enable_x64", False)
+    jax.config.update("jax_enable_x64", before)
 
 
 @pytest.fixture(scope="module")

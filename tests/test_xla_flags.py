@@ -5,13 +5,25 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import pytest
 
 from jaxstress import _xla_flags
 from jaxstress._config import load_scenario
 from jaxstress._simulate import simulate
 
 FLAG = _xla_flags.REGION_ANALYSIS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def default_precision():
+    """Run as the subprocess does, in JAX's default 32-bit mode (modules collected earlier may have turned 64-bit
+    mode on at import)."""
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    yield
+    jax.config.update("jax_enable_x64", before)
 
 
 def test_flag_added_once_and_user_setting_kept(monkeypatch):
