@@ -15,18 +15,27 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 TAIL_QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
 
 
+def _scaled(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """(x / a, a) with a = max |x|: moments of finite values as large as the float maximum (an unstable but finite
+    run) are computed without overflow in squares and fourth powers, then scaled back."""
+    a = float(np.max(np.abs(x))) if x.size else 0.0
+    return (x / a, a) if 0.0 < a < np.inf else (x, 1.0)
+
+
 def mean_se(x: np.ndarray) -> tuple[float, float]:
     n = x.size
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    z, a = _scaled(x)
+    return float(z.mean()) * a, float(z.std(ddof=1)) * a / np.sqrt(n) if n > 1 else float("nan")
 
 
 def sd_se(x: np.ndarray) -> tuple[float, float]:
     n = x.size
-    s = float(x.std(ddof=1)) if n > 1 else float("nan")
-    if n < 3 or s == 0:
-        return s, 0.0 if s == 0 else float("nan")
-    m4 = float(np.mean((x - x.mean()) ** 4))
-    return s, float(np.sqrt(max(m4 - s**4, 0.0) / (4 * s * s * n)))
+    z, a = _scaled(x)
+    sz = float(z.std(ddof=1)) if n > 1 else float("nan")
+    if n < 3 or sz == 0:
+        return sz * a, 0.0 if sz == 0 else float("nan")
+    m4 = float(np.mean((z - z.mean()) ** 4))
+    return sz * a, float(np.sqrt(max(m4 - sz**4, 0.0) / (4 * sz * sz * n))) * a
 
 
 def quantile_se(x: np.ndarray, q: float) -> tuple[float, float]:
@@ -43,12 +52,13 @@ def prob_se(ind: np.ndarray) -> tuple[float, float]:
 
 
 def es_se(loss: np.ndarray, q: float) -> tuple[float, float]:
-    var = float(np.quantile(loss, q))
-    excess = np.maximum(loss - var, 0.0)
-    es = var + float(excess.mean()) / (1 - q)
+    z, a = _scaled(loss)
+    var = float(np.quantile(z, q))
+    excess = np.maximum(z - var, 0.0)
+    es = (var + float(excess.mean()) / (1 - q)) * a
     if loss.size < 2:
         return es, float("nan")
-    return es, float(excess.std(ddof=1) / ((1 - q) * np.sqrt(loss.size)))
+    return es, float(excess.std(ddof=1) / ((1 - q) * np.sqrt(loss.size))) * a
 
 
 UNITS = {"_bp": "bp", "_bn": "$bn", "_pct": "%", "portfolio_loss": "$bn", "prob_": "probability"}

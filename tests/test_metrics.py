@@ -1,0 +1,46 @@
+"""Summary statistics and their standard errors against direct numpy formulas, and for finite values near the float
+maximum (an unstable run that stays finite), where squares and fourth powers would overflow."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from jaxstress._metrics import es_se, mean_se, quantile_se, sd_se, summarize
+from jaxstress._simulate import METRIC_NAMES
+
+N = 20_000
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(3).standard_normal(N) * 2.0 + 1.0
+
+
+def test_moments_match_numpy(x):
+    m, se = mean_se(x)
+    assert m == pytest.approx(np.mean(x), rel=1e-12)
+    assert se == pytest.approx(np.std(x, ddof=1) / np.sqrt(N), rel=1e-12)
+    s, se_s = sd_se(x)
+    assert s == pytest.approx(np.std(x, ddof=1), rel=1e-12)
+    # normal data: m4 = 3 s^4, so the standard error of s is s / sqrt(2 n); the sample fourth moment has a relative
+    # standard error of about sqrt(96 / 9 / n) = 2.3% at n = 20,000, so 10% is over four of them
+    assert se_s == pytest.approx(s / np.sqrt(2 * N), rel=0.10)
+    q = 0.95
+    var = np.quantile(x, q)
+    es, se_es = es_se(x, q)
+    assert es == pytest.approx(var + np.mean(np.maximum(x - var, 0.0)) / (1 - q), rel=1e-12)
+    assert se_es == pytest.approx(np.std(np.maximum(x - var, 0.0), ddof=1) / ((1 - q) * np.sqrt(N)), rel=1e-12)
+
+
+def test_statistics_of_huge_finite_values_are_finite_and_scale(x):
+    scale = 1e300  # x * scale squares to inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow RuntimeWarnings
+        for f in (mean_se, sd_se, lambda v: es_se(v, 0.99), lambda v: quantile_se(v, 0.05)):
+            small, big = f(x), f(x * scale)
+            assert np.all(np.isfinite(big))
+            np.testing.assert_allclose(np.asarray(big) / scale, small, rtol=1e-12)
+        per_path = {name: x * scale for name in METRIC_NAMES}
+        out = summarize(per_path)
+    assert all(np.isfinite(v["value"]) and np.isfinite(v["stderr"]) for v in out.values())
