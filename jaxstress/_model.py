@@ -195,7 +195,29 @@ def _holder_sales(prep: Prep, i: int, held, foreign_selling, rise, fall, t):
     years = h["program_months"] / 12.0
     in_program = (t >= h["program_start"]) & (t < h["program_start"] + years)
     desired = rates * intensity * held + jnp.where(in_program, h["program_total"] / years * dt, 0.0)
-    return held * -jnp.expm1(-desired / (held + 1e-9))
+    return held * one_minus_exp_neg(desired / (held + 1e-9))
+
+
+def one_minus_exp_neg(x):
+    """1 - exp(-x) = -expm1(-x). In float32 at half the cost of expm1 on CPU, within 6e-7 relative (expm1: 3e-7),
+    see `_one_minus_exp_neg32`; in float64, expm1."""
+    return -jnp.expm1(-x) if jnp.result_type(x) == jnp.float64 else _one_minus_exp_neg32(x)
+
+
+@jax.custom_jvp
+def _one_minus_exp_neg32(x):
+    """For |x| < 0.1 a Taylor polynomial (the first omitted term, x^6 / 720, is below 2e-8 relative there), beyond
+    it 1 - exp(-x), which does not cancel there. Its derivative exp(-x) is 1 - the value (the JVP rule), so the
+    reverse mode costs one multiplication."""
+    series = x * (1.0 - x * (0.5 - x * (1.0 / 6.0 - x * (1.0 / 24.0 - x * (1.0 / 120.0)))))
+    return jnp.where(jnp.abs(x) < 0.1, series, 1.0 - jnp.exp(-x))
+
+
+@_one_minus_exp_neg32.defjvp
+def _one_minus_exp_neg32_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = _one_minus_exp_neg32(x)
+    return y, (1.0 - y) * dx
 
 
 def _regime_tables(prep: Prep) -> dict:
