@@ -29,10 +29,8 @@ SEED = 7
 
 @pytest.fixture(scope="module", autouse=True)
 def x64():
-    before = jax.config.jax_enable_x64  # restored after: modules collected earlier may have set it at import
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
+    with jax.enable_x64(True):  # scoped: the mode that modules collected earlier set at import is kept after
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,8 @@ FLAG = _xla_flags.REGION_ANALYSIS
 def default_precision():
     """Run as the subprocess does, in JAX's default 32-bit mode (modules collected earlier may have turned 64-bit
     mode on at import)."""
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", False)
-    yield
-    jax.config.update("jax_enable_x64", before)
+    with jax.enable_x64(False):
+        yield
 
 
 def test_flag_added_once_and_user_setting_kept(monkeypatch):
