@@ -31,19 +31,32 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
 def sd_se(x: np.ndarray) -> tuple[float, float]:
     n = x.size
     z, a = _scaled(x)
-    sz = float(z.std(ddof=1)) if n > 1 else float("nan")
+    if n < 2:
+        return float("nan"), float("nan")
+    c2 = z - z.mean()
+    c2 *= c2  # in place, and no float power (x ** 4 is a slow pow call per element in NumPy)
+    sz = float(np.sqrt(c2.sum() / (n - 1)))
     if n < 3 or sz == 0:
         return sz * a, 0.0 if sz == 0 else float("nan")
-    m4 = float(np.mean((z - z.mean()) ** 4))
+    m4 = float(np.mean(c2 * c2))
     return sz * a, float(np.sqrt(max(m4 - sz**4, 0.0) / (4 * sz * sz * n))) * a
 
 
-def quantile_se(x: np.ndarray, q: float) -> tuple[float, float]:
+def quantiles_se(x: np.ndarray, qs) -> list[tuple[float, float]]:
+    """(quantile, stderr) for each level in qs, from one selection pass over x (np.quantile partitions at every
+    requested order statistic together: 10^8 paths take seconds, not minutes as one call per level would)."""
     n = x.size
-    v = float(np.quantile(x, q))
-    d = np.sqrt(q * (1 - q) / n)
-    lo, hi = np.quantile(x, [max(q - d, 0.0), min(q + d, 1.0)])
-    return v, float((hi - lo) / 2)
+    qs = np.asarray(qs, np.float64)
+    d = np.sqrt(qs * (1 - qs) / n)
+    v = np.quantile(x, np.concatenate([qs, np.maximum(qs - d, 0.0), np.minimum(qs + d, 1.0)]))
+    k = qs.size
+    return [(float(v[i]), float((v[2 * k + i] - v[k + i]) / 2)) for i in range(k)]
+
+
+def quantile_se(x: np.ndarray, q: float) -> tuple[float, float]:
+    """The q-quantile and its standard error: half the distance between the empirical quantiles at
+    q -/+ sqrt(q (1 - q) / n)."""
+    return quantiles_se(x, [q])[0]
 
 
 def prob_se(ind: np.ndarray) -> tuple[float, float]:
@@ -84,11 +97,11 @@ def summarize(per_path: dict[str, np.ndarray], level: float = 5.0) -> dict[str, 
         put(f"{base}_mean", mean_se(x))
         put(f"{base}_sd", sd_se(x))
         if name in _WITH_QUANTILES:
-            for q in TAIL_QUANTILES:
-                put(f"{base}_q{round(q * 100):02d}", quantile_se(x, q))
+            for q, pair in zip(TAIL_QUANTILES, quantiles_se(x, TAIL_QUANTILES)):
+                put(f"{base}_q{round(q * 100):02d}", pair)
     loss = per_path["portfolio_loss"]
-    for q in (0.95, 0.99):
-        put(f"portfolio_loss_var_{round(q * 100)}", quantile_se(loss, q))
+    for q, pair in zip((0.95, 0.99), quantiles_se(loss, (0.95, 0.99))):
+        put(f"portfolio_loss_var_{round(q * 100)}", pair)
         put(f"portfolio_loss_es_{round(q * 100)}", es_se(loss, q))
     tag = f"{level:g}".replace(".", "p")
     put(f"prob_y10_above_{tag}pct", prob_se(per_path["y10_level_pct"] > level))
