@@ -169,11 +169,22 @@ def initial_state(prep: Prep, initial_regime: int) -> State:
     )
 
 
+# Code shapes that are fast on one backend and slow on another; the values are the same either way. None: decide
+# by `jax.default_backend()` when the step is traced (True on CPU); the benchmark script sets them to compare.
+MATERIALISE: bool | None = None
+
+
+def materialise() -> bool:
+    return jax.default_backend() == "cpu" if MATERIALISE is None else MATERIALISE
+
+
 def keep(prep: Prep, x):
     """x, computed once and stored: the division by a run-time 1.0 is exact, and XLA does not copy a division
     into several consumers, so the cheap arithmetic that produces x is evaluated once instead of once in each
-    fused kernel that reads x (XLA's CPU backend has no multi-output fusion)."""
-    return x / prep.one
+    fused kernel that reads x (XLA's CPU backend has no multi-output fusion). On a GPU, where memory traffic
+    costs more than arithmetic and XLA fuses several outputs into one kernel, x is left to the compiler
+    (`MATERIALISE`)."""
+    return x / prep.one if materialise() else x
 
 
 def pick(onehot: list, table):

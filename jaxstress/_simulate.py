@@ -176,11 +176,15 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
         return carry, observe(params, prep, carry[0], hi * dt)
 
     first = make(jnp.asarray(bounds[0]))
-    (state, _), obs = jax.lax.scan(interval, (_vary_like(state, first), first),
+    (state, _), obs = jax.lax.scan(interval, (_vary_like(state, unpack(first)), first),
                                    (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
     snaps = jnp.concatenate([obs0[None], obs], axis=0)
     metrics = path_metrics(names, obs0, snaps[-1], state)
     return metrics, snaps, state
+
+
+# Whether the loops carry the next step's draws (see `_carried_draws`). None: on CPU only (decided when traced).
+CARRY_DRAWS: bool | None = None
 
 
 def _carried_draws(draw: Callable):
@@ -188,10 +192,16 @@ def _carried_draws(draw: Callable):
 
     Carried draws are materialised once; made in the iteration that uses them, XLA fuses them, integer rounds and
     all, into every consumer. `_BlockDraws` are carried packed (one output per threefry call, see there);
-    injected draws as they are."""
-    if isinstance(draw, _BlockDraws):
+    injected draws as they are. Where that recomputation is cheaper than the memory traffic of a carried copy
+    (a GPU; `CARRY_DRAWS`), the loops carry the step index (and the generator) and `_BlockDraws` are made where
+    they are used."""
+    if not isinstance(draw, _BlockDraws):
+        return draw, lambda x: x
+    if jax.default_backend() == "cpu" if CARRY_DRAWS is None else CARRY_DRAWS:
         return draw.packed, draw.unpack
-    return draw, lambda x: x
+    # the step index and the generator (a pytree of integer arrays), not a closure over them: the differentiable
+    # step's custom VJP must not close over traced values
+    return (lambda t: (jnp.asarray(t, jnp.int32), draw)), (lambda td: td[1](td[0]))
 
 
 def _vary_like(tree, draws):
@@ -240,7 +250,10 @@ def _differentiable_step(dt: float, n: int, masked: bool, unpack: Callable):
 
         _, vjp = jax.vjp(f, prep, state)
         ct_prep, ct_state = vjp(ct)
-        return ct_prep, ct_state, jax.tree_util.tree_map(jnp.zeros_like, draws), None
+        # the draws are constants: zero cotangents (None for the step index that stands for them on a GPU)
+        zeros = jax.tree_util.tree_map(lambda d: None if jnp.issubdtype(d.dtype, jnp.integer) else jnp.zeros_like(d),
+                                       draws)
+        return ct_prep, ct_state, zeros, None
 
     one_step.defvjp(fwd, bwd)
     return one_step
@@ -276,7 +289,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
         return carry, None
 
     first = make(jnp.asarray(0))
-    (state, _), _ = jax.lax.scan(segment_fn, (_vary_like(state, first), first), jnp.arange(n_seg))
+    (state, _), _ = jax.lax.scan(segment_fn, (_vary_like(state, unpack(first)), first), jnp.arange(n_seg))
     obs1 = observe_columns(params, prep, state, n * params.dt)
     return path_metrics(names, obs0, obs1, state), state
 
@@ -323,7 +336,7 @@ def _normal_icdf32(v):
     return jnp.where(w < 5.0, p, q) * (v * np.float32(np.sqrt(2.0)))
 
 
-class _BlockDraws:
+class _BlockDraws(eqx.Module):
     """Draws for the paths of the given blocks: counter-based, so path i's stream depends only on the seed and i.
 
     Each path-step needs 12 uniforms: the two 32-bit words of threefry2x32(key, (path index, 6 t + j)) for
@@ -339,6 +352,10 @@ class _BlockDraws:
     materialised, where draws made in the iteration that uses them get fused, integer rounds and all, into
     every consumer (an optimization barrier does not survive XLA's CPU pipeline).
     """
+
+    kd: jax.Array
+    ids: jax.Array
+    dtype: np.dtype = eqx.field(static=True)
 
     def __init__(self, key, block_ids, dtype):
         self.kd = jax.random.key_data(key).astype(jnp.uint32).reshape(-1)[:2]

@@ -5,8 +5,11 @@
 Each variant is compiled once (compile time reported), then timed `--repeats` times with block_until_ready; the
 best time is reported as path-steps per second. The machine's other load shows up as spread between repeats, so
 compare variants within one run only. Variants:
-- full model, float32, the default counter-based threefry draws, chunk sizes 16384 / 65536 / 262144;
-- full model, float64;
+- full model, float32, the default counter-based threefry draws, chunk sizes 4096 to 262144 (`--chunks`);
+- full model, float32, with the backend-dependent code shapes each way (`_model.MATERIALISE`: intermediates
+  stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice)
+  at the largest chunk;
+- full model, float64 (chunk: a quarter of the paths, at least 16384);
 - full model with the draws of `jax.random.normal`/`uniform` on a key per (block, step) (fold_in), the textbook
   way (what the counter-based draws replaced);
 - the random numbers alone (the same 12 draws per path-step, summed), to see their share;
@@ -20,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstress import _model
+from jaxstress import _simulate as simulate_mod
 from jaxstress._config import load_scenario
 from jaxstress._model import N_NORMAL, N_UNIFORM
 from jaxstress._simulate import BLOCK, _block_draws, _simulate, columns, report_steps
@@ -107,6 +112,9 @@ def main():
     ap.add_argument("--paths", type=int, default=65536)
     ap.add_argument("--steps", type=int, default=63)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--float32-only", action="store_true", help="skip float64 and the fold_in draws")
+    ap.add_argument("--chunks", default="4096,16384,65536,262144",
+                    help="float32 chunk sizes, comma-separated (on a GPU use millions: 1048576,4194304)")
     args = ap.parse_args()
     print(f"{jax.devices()[0]}, {args.paths:,} paths x {args.steps} steps, best of {args.repeats}")
     print(f"{'variant':58s} {'M path-steps/s':>15s} {'compile s':>10s}")
@@ -122,7 +130,7 @@ def main():
         reports = report_steps(sc.config, params.n_steps)
         dt = "float64" if x64 else "float32"
         key = jax.random.key(0)
-        chunks = (4096, 16384, 65536, 262144) if not x64 else (16384,)
+        chunks = tuple(int(c) for c in args.chunks.split(",")) if not x64 else (max(16384, args.paths // 4),)
         for chunk in chunks:
             nb = max(1, chunk // BLOCK)
             run = full_model(params, reports, nb, _block_draws)
@@ -131,7 +139,17 @@ def main():
             report(f"full model, {dt}, counter threefry, chunk {nb * BLOCK:,}", reps * nb * BLOCK, c, best)
             results.append(best)
         nb = max(1, args.paths // BLOCK)
-        if not x64:
+        if not x64:  # the backend-dependent code shapes, each way (the default picks by backend)
+            for mat, carry in ((True, True), (True, False), (False, True), (False, False)):
+                _model.MATERIALISE, simulate_mod.CARRY_DRAWS = mat, carry
+                run = full_model(params, reports, max(1, chunks[-1] // BLOCK), _block_draws)
+                reps = max(1, args.paths // chunks[-1])
+                c, best = _time(lambda v, k: [run(v, k) for _ in range(reps)], (params.values, key), args.repeats)
+                report(f"  keep() stores {mat!s:5s}, loops carry draws {carry!s:5s}, chunk {chunks[-1]:,}",
+                       reps * max(1, chunks[-1] // BLOCK) * BLOCK, c, best)
+            _model.MATERIALISE, simulate_mod.CARRY_DRAWS = None, None
+            if args.float32_only:
+                break
             run = full_model(params, reports, nb, _fold_in_draws)
             c, best = _time(run, (params.values, key), args.repeats)
             report(f"full model, {dt}, jax.random per (block, step) fold_in", nb * BLOCK, c, best)

@@ -1,0 +1,81 @@
+"""The backend-dependent code shapes give the CPU's numbers.
+
+On a GPU the step leaves intermediates to the compiler (`_model.MATERIALISE`) and the loops make each step's draws
+where they are used instead of carrying them (`_simulate.CARRY_DRAWS`). Both choices change how XLA fuses the
+step, not what it computes, so in float64 the per-path metrics and the full gradient must equal the CPU shapes'
+to rounding. The GPU shapes are run here on the CPU (the GPU itself is compared with the CPU by
+scripts/device_check.py). Each shape is traced by its own `jax.jit`, so no compiled function of the other tests
+is traced under the non-default shapes.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxstress import _model, _simulate, load_scenario
+from jaxstress._sensitivities import KINDS, _per_path, driver_leaves, surrogate, with_drivers
+from jaxstress._simulate import METRIC_NAMES, PRNG_IMPL, report_steps
+
+N_BLOCKS = 4
+SHAPES = {"cpu": (True, True), "gpu": (False, False)}
+
+
+@pytest.fixture(scope="module")
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _under(shape, fn):
+    """fn() with the code shapes set, then the defaults (decided by backend) restored."""
+    _model.MATERIALISE, _simulate.CARRY_DRAWS = SHAPES[shape]
+    try:
+        return fn()
+    finally:
+        _model.MATERIALISE, _simulate.CARRY_DRAWS = None, None
+
+
+@pytest.fixture(scope="module")
+def results(x64):
+    sc = load_scenario("april_2025", horizon=0.25)
+    params = sc.params(jnp.float64)
+    key = jax.random.key(5, impl=PRNG_IMPL)
+    reports = report_steps(sc.config, params.n_steps)
+    ids = jnp.arange(N_BLOCKS, dtype=jnp.uint32)
+    base = METRIC_NAMES.index("y10_change_bp")
+    mean = KINDS.index("mean")
+    zero = jnp.zeros((), jnp.float64)
+
+    def metrics():
+        return jax.jit(lambda p, k: _simulate._run_blocks(p, k, ids, reports)[0])(params, key)
+
+    def gradient():
+        def f(d):
+            vals, logp = _per_path(with_drivers(params, d), key, jnp.asarray(0, jnp.uint32), N_BLOCKS, base)
+            return surrogate(KINDS[mean], vals, logp, zero, zero, zero, zero + 1.0, zero + 0.05)
+
+        return jax.jit(jax.value_and_grad(f))(driver_leaves(params))
+
+    return {s: (np.asarray(_under(s, metrics)), _under(s, gradient)) for s in SHAPES}
+
+
+def test_gpu_shapes_give_the_cpu_metrics(results):
+    cpu, gpu = results["cpu"][0], results["gpu"][0]
+    scale = np.max(np.abs(cpu), axis=1, keepdims=True) + 1e-300
+    assert np.max(np.abs(gpu - cpu) / scale) < 1e-12
+    assert np.all(np.isfinite(gpu))
+
+
+def test_gpu_shapes_give_the_cpu_gradient(results):
+    (v_cpu, g_cpu), (v_gpu, g_gpu) = results["cpu"][1], results["gpu"][1]
+    assert float(v_gpu) == pytest.approx(float(v_cpu), rel=1e-12)
+    top = max(float(jnp.max(jnp.abs(x))) for x in g_cpu.values())
+    assert top > 0
+    for k in g_cpu:
+        assert np.allclose(np.asarray(g_gpu[k]), np.asarray(g_cpu[k]), rtol=1e-9, atol=1e-12 * top), k
+
+
+def test_defaults_follow_the_backend():
+    assert _model.MATERIALISE is None and _simulate.CARRY_DRAWS is None
+    assert _model.materialise() == (jax.default_backend() == "cpu")
