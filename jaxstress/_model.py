@@ -32,7 +32,22 @@ FIVE_DAYS = 5.0 / 252.0
 def smooth_relu(x, width):
     """width * softplus(x / width); the hard max(x, 0) when width == 0."""
     safe = jnp.where(width > 0, width, 1.0)
-    return jnp.where(width > 0, safe * jax.nn.softplus(x * (1.0 / safe)), jnp.maximum(x, 0.0))
+    return jnp.where(width > 0, safe * softplus(x * (1.0 / safe)), jnp.maximum(x, 0.0))
+
+
+@jax.custom_jvp
+def softplus(x):
+    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), as jax.nn.softplus (which goes through logaddexp and its
+    NaN and infinity guards) at fewer operations; its derivative, the logistic function, is 1 - exp(-value)
+    (the JVP rule), so the reverse mode reuses the value instead of exponentiating x again."""
+    return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = softplus(x)
+    return y, one_minus_exp_neg(y) * dx
 
 
 def smooth_step(x, width):
