@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ._config import Scenario
-from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, report_steps, simulate_chunk
+from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, default_chunk_size, report_steps, simulate_chunk
 
 
 def peak_rss_gb() -> float:
@@ -38,15 +38,20 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def bench(scenario: Scenario, paths: int, chunk_size: int = 16384, grad_chunk_size: int = 16384, grad: bool = True,
-          dtype=None) -> dict:
+def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_chunk_size: int | None = None,
+          grad: bool = True, dtype=None) -> dict:
     """Forward: `paths` paths over the scenario's horizon; gradient: the full gradient of y10_change_bp_mean
-    over every driver, on the same paths, accumulated over chunks of `grad_chunk_size`."""
+    over every driver, on the same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None:
+    16,384 on CPU, sized to an accelerator's memory (`default_chunk_size`)."""
     from ._sensitivities import KINDS, chunk_gradient
 
     params = scenario.params(dtype)
     steps = params.n_steps
     reports = report_steps(scenario.config, steps)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(params, "forward", n_reports=len(reports))
+    if grad_chunk_size is None:
+        grad_chunk_size = default_chunk_size(params, "gradient")
     key = jax.random.key(0, impl=PRNG_IMPL)
     blocks = -(-paths // BLOCK)
     fwd_blocks = max(1, min(blocks, chunk_size // BLOCK))

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--paths", type=_positive_int, default=100_000, help="Monte Carlo paths (default 100000)")
     run.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     run.add_argument("--out", default="runs/latest", help="output directory (default runs/latest)")
-    run.add_argument("--chunk-size", type=_positive_int, default=16384,
-                     help="paths per chunk (default 16384, fastest on CPU caches; use millions on a GPU)")
+    run.add_argument("--chunk-size", type=_positive_int,
+                     help="paths per chunk (default: 16384 on CPU, fastest in its caches; on a GPU the largest power "
+                          "of two up to 4194304 that fits 30%% of its memory)")
     run.add_argument("--paths-npz-limit", type=int, default=100_000,
                      help="write paths.npz only for runs of at most this many paths (default 100000)")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -104,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     sens.add_argument("--out", default="runs/sensitivities", help="output directory (default runs/sensitivities)")
     sens.add_argument("--drivers", help="comma-separated dotted config keys (default: every driver)")
-    sens.add_argument("--chunk-size", type=_positive_int, default=4096, help="paths per gradient chunk (default 4096)")
+    sens.add_argument("--chunk-size", type=_positive_int,
+                      help="paths per gradient chunk (default: 4096 on CPU, sized to a GPU's memory there)")
     sens.add_argument("--width", type=_positive_float, default=0.05,
                       help="smoothing width of probability indicators, in the metric's unit (default 0.05)")
     sens.add_argument("--top", type=_positive_int, default=25, help="drivers printed and charted (default 25)")
@@ -114,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("scenario", nargs="?", default="april_2025", help="scenario (default april_2025)")
     bn.add_argument("--paths", type=_positive_int, default=65536, help="paths (default 65536)")
     bn.add_argument("--steps", type=_positive_int, help="time steps (default: the scenario's horizon)")
-    bn.add_argument("--chunk-size", type=_positive_int, default=16384, help="forward chunk (default 16384)")
-    bn.add_argument("--grad-chunk-size", type=_positive_int, default=16384, help="gradient chunk (default 16384)")
+    bn.add_argument("--chunk-size", type=_positive_int,
+                    help="forward chunk (default: 16384 on CPU, sized to a GPU's memory there)")
+    bn.add_argument("--grad-chunk-size", type=_positive_int,
+                    help="gradient chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--no-grad", action="store_true", help="forward only")
     bn.add_argument("--float64", action="store_true", help="benchmark float64")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
@@ -250,7 +254,8 @@ def cmd_sensitivities(args) -> int:
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()] if args.drivers else None
     with Progress(quiet=args.quiet) as progress:
         progress.start(args.paths)
-        res = sensitivities(scenario, args.metric, args.paths, seed=args.seed, chunk_size=args.chunk_size,
+        chunk = args.chunk_size or (4096 if jax.default_backend() == "cpu" else None)  # None: sized to the GPU
+        res = sensitivities(scenario, args.metric, args.paths, seed=args.seed, chunk_size=chunk,
                             drivers=drivers, width=args.width, progress=progress)
     ranked = sorted(res.gradients.items(), key=lambda kv: -abs(kv[1]["scaled"]))
     doc = {"metric": res.metric, "value": res.value, "stderr": res.stderr, "scenario": scenario.name,

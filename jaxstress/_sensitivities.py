@@ -29,7 +29,7 @@ import numpy as np
 from ._config import Params, Scenario
 from ._errors import ConfigError
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
-from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, _block_draws, horizon_metrics
+from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, _block_draws, default_chunk_size, horizon_metrics
 
 _MEAN = re.compile(r"^(?P<base>\w+?)_mean$")
 _Q = re.compile(r"^(?P<base>\w+?)_(?:q|var_)(?P<q>\d\d)$")
@@ -220,12 +220,16 @@ class SensitivityResult:
     gradient_s: float
 
 
-def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, chunk_size: int = 8192,
+def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, chunk_size: int | None = None,
                   drivers: list[str] | None = None, width: float = 0.05, dtype=None,
                   progress=None) -> SensitivityResult:
-    """Gradient of `metric` w.r.t. every driver (or those named), with standard errors across chunks."""
+    """Gradient of `metric` w.r.t. every driver (or those named), with standard errors across chunks (at least 8
+    chunks where there are 8 blocks). chunk_size None: 8192 paths on CPU, sized to the memory of an accelerator
+    (`default_chunk_size`)."""
     spec = parse_metric(metric)
     params = scenario.params(dtype)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(params, "gradient", cpu=8192)
     blocks = -(-n_paths // BLOCK)
     chunk_blocks = max(1, min(-(-chunk_size // BLOCK), blocks // 8 if blocks >= 8 else 1))
     n_chunks = -(-blocks // chunk_blocks)

@@ -79,3 +79,30 @@ def test_gpu_shapes_give_the_cpu_gradient(results):
 def test_defaults_follow_the_backend():
     assert _model.MATERIALISE is None and _simulate.CARRY_DRAWS is None
     assert _model.materialise() == (jax.default_backend() == "cpu")
+
+
+class _FakeDevice:
+    def __init__(self, limit):
+        self.limit = limit
+
+    def memory_stats(self):
+        return None if self.limit is None else {"bytes_limit": self.limit}
+
+
+@pytest.mark.parametrize("limit, forward, gradient", [
+    (105 * 2**30, 1 << 22, 1 << 20),  # an H200 (75% of 141 GB preallocated): 5.6M and 2.1M fit
+    (60 * 2**30, 1 << 21, 1 << 20),  # an H100
+    (4 * 2**30, 1 << 17, 1 << 16),  # a small GPU
+    (None, 1 << 20, 1 << 20),  # no memory statistics
+])
+def test_default_chunk_size_on_an_accelerator(monkeypatch, limit, forward, gradient):
+    from jaxstress._simulate import CPU_CHUNK, chunk_bytes_per_path, default_chunk_size
+
+    params = load_scenario("april_2025").params()
+    assert default_chunk_size(params) == CPU_CHUNK  # this session runs on CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax, "local_devices", lambda: [_FakeDevice(limit)])
+    f, g = default_chunk_size(params, "forward"), default_chunk_size(params, "gradient")
+    assert (f, g) == (forward, gradient)
+    if limit is not None and f < 1 << 22:  # the largest power of two within 30% of the memory
+        assert 2 * f * chunk_bytes_per_path(params, "forward") > 0.3 * limit >= f * chunk_bytes_per_path(params)
