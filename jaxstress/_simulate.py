@@ -568,8 +568,8 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     params = scenario.params(dtype)
     reports = report_steps(scenario.config, params.n_steps)
     blocks_total = -(-n_paths // BLOCK)
-    if chunk_size is None:
-        chunk_size = default_chunk_size(params, "forward", n_reports=len(reports))
+    if chunk_size is None:  # sized for one device; a chunk sharded over several holds a device's share of each
+        chunk_size = default_chunk_size(params, "forward", n_reports=len(reports)) * (devices or 1)
     chunk_blocks = max(1, min(blocks_total, -(-chunk_size // BLOCK)))
     # chunks of equal size, at most chunk_size: the last one is computed at full width too (one compiled shape),
     # so 100,000 paths run as 7 chunks of 14,336 rather than 7 of 16,384 of which the last keeps 1,696
