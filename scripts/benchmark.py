@@ -7,8 +7,8 @@ best time is reported as path-steps per second. The machine's other load shows u
 compare variants within one run only. Variants:
 - full model, float32, the default counter-based threefry draws, chunk sizes 4096 to 262144 (`--chunks`);
 - full model, float32, with the backend-dependent code shapes each way (`_model.MATERIALISE`: intermediates
-  stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice)
-  at the largest chunk;
+  stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice;
+  `_simulate.PACK_CONSTANTS`: the step's constants as one vector, an experiment for GPUs) at the largest chunk;
 - full model, float64 (chunk: a quarter of the paths, at least 16384);
 - full model with the draws of `jax.random.normal`/`uniform` on a key per (block, step) (fold_in), the textbook
   way (what the counter-based draws replaced);
@@ -140,14 +140,15 @@ def main():
             results.append(best)
         nb = max(1, args.paths // BLOCK)
         if not x64:  # the backend-dependent code shapes, each way (the default picks by backend)
-            for mat, carry in ((True, True), (True, False), (False, True), (False, False)):
-                _model.MATERIALISE, simulate_mod.CARRY_DRAWS = mat, carry
+            for mat, carry, pack in ((True, True, False), (True, False, False), (False, True, False),
+                                     (False, False, False), (False, False, True)):
+                _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = mat, carry, pack
                 run = full_model(params, reports, max(1, chunks[-1] // BLOCK), _block_draws)
                 reps = max(1, args.paths // chunks[-1])
                 c, best = _time(lambda v, k: [run(v, k) for _ in range(reps)], (params.values, key), args.repeats)
-                report(f"  keep() stores {mat!s:5s}, loops carry draws {carry!s:5s}, chunk {chunks[-1]:,}",
-                       reps * max(1, chunks[-1] // BLOCK) * BLOCK, c, best)
-            _model.MATERIALISE, simulate_mod.CARRY_DRAWS = None, None
+                report(f"  shape: keep {mat:d}, carry draws {carry:d}, pack {pack:d}, "
+                       f"chunk {chunks[-1]:,}", reps * max(1, chunks[-1] // BLOCK) * BLOCK, c, best)
+            _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = None, None, False
             if args.float32_only:
                 break
             run = full_model(params, reports, nb, _fold_in_draws)
