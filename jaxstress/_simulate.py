@@ -186,7 +186,8 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
 
 
 # An experiment for GPUs, off by default (not yet measured there): XLA's GPU compiler split the step into three
-# kernels each at 94-95 operands and outputs, just under its limit of 96 a fusion, 28-54 of them scalars. With
+# kernels each at 94-95 operands and outputs, just under its cap on operands plus outputs per fusion (96 in the
+# XLA seen; the cap looks like the reason for the split), 28-54 of them scalars. With
 # PACK_CONSTANTS the forward loop carries the step's small constants as one vector (changed each step by a
 # multiplication by a run-time 1.0, so that XLA keeps the slicing inside the loop and each kernel reads one
 # operand for all of them). The same values (tests/test_code_shapes.py); scripts/benchmark.py measures it.
