@@ -7,13 +7,16 @@ once to warm up, then once under `jax.profiler.trace`, and reads the trace back 
 every event that names an HLO instruction is summed by name, on the CPU's worker threads or the GPU's streams.
 Prints the top kernels with their share of the total, calls per step and time per call; --hlo writes the
 optimized HLO text of the program (fusion bodies with the source lines of their operations) to look the names
-up in. On a GPU set XLA_FLAGS=--xla_gpu_enable_command_buffer= to see the kernels that a CUDA graph would
-otherwise hide under one name.
+up in. Then the time by part of the model (random numbers, regime draw and tables, step, curve, portfolio,
+report dates, loops and copies), each kernel's time split by the source functions of its instructions (the stack
+frames kept in the optimized HLO). On a GPU set XLA_FLAGS=--xla_gpu_enable_command_buffer= to see the kernels that
+a CUDA graph would otherwise hide under one name.
 """
 
 import argparse
 import collections
 import glob
+import re
 import tempfile
 import warnings
 
@@ -50,6 +53,99 @@ def kernel_times(trace_dir: str) -> tuple[dict, str]:
     return times, (gpu[0].name if gpu else "/host:CPU")
 
 
+# Parts of the model, by the innermost jaxstress function that an HLO instruction was traced from (the stack
+# frames that XLA keeps in the optimized HLO's metadata); checked in this order.
+PARTS = (
+    ("random numbers", "_simulate.py", ("threefry2x32", "_normal_icdf32", "_value", "packed", "unpack", "__call__")),
+    ("regime draw", "_model.py", ("_transition", "next_regime")),
+    ("regime draw", "_regimes.py", None),
+    ("regime tables", "_model.py", ("pick", "lookup", "_lookup_bwd", "_regime_tables")),
+    ("curve", "_curve.py", None),
+    ("portfolio", "_portfolio.py", None),
+    ("report dates", "_simulate.py", ("observe", "observe_columns", "_observe_initial", "path_metrics")),
+    ("step", "_model.py", None),
+    # the gradient's custom-VJP step: its reverse mode is traced where the step is called, so its instructions
+    # carry that call site, not the model's functions
+    ("step (reverse mode, not split further)", "_simulate.py", ("one", "one_step", "bwd", "fwd")),
+)
+
+
+def _tables(hlo: str) -> dict:
+    """The optimized HLO's source tables: stack frame id -> [(file, function), ...] from innermost out."""
+    sections: dict[str, dict[int, str]] = {}
+    current = None
+    for line in hlo.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            current = sections.setdefault(line, {})
+        elif current is not None and line[:1].isdigit():
+            key, _, rest = line.partition(" ")
+            current[int(key)] = rest
+        elif not line.strip():
+            current = None
+    ids = lambda text, name: int(re.search(rf"{name}=(\d+)", text).group(1))  # noqa: E731
+    files = {k: v.strip('"') for k, v in sections.get("FileNames", {}).items()}
+    funcs = {k: v.strip('"') for k, v in sections.get("FunctionNames", {}).items()}
+    locs = {k: (files.get(ids(v, "file_name_id"), "?"), funcs.get(ids(v, "function_name_id"), "?"))
+            for k, v in sections.get("FileLocations", {}).items()}
+    frames = {k: (ids(v, "file_location_id"), ids(v, "parent_frame_id")) for k, v in
+              sections.get("StackFrames", {}).items()}
+
+    def chain(frame: int) -> list:
+        out, seen = [], set()
+        while frame in frames and frame not in seen:
+            seen.add(frame)
+            loc, parent = frames[frame]
+            out.append(locs.get(loc, ("?", "?")))
+            frame = parent
+        return out
+
+    return {k: chain(k) for k in frames}
+
+
+def part_of(chain: list) -> str:
+    for file, func in chain:
+        if "jaxstress" not in file:
+            continue
+        func = func.rsplit(".", 1)[-1]  # "_BlockDraws._value" -> "_value"
+        for part, where, names in PARTS:
+            if file.endswith(where) and (names is None or func in names):
+                return part
+    return "loops, copies, other"
+
+
+# instructions that do no per-element work of their own (parameters, constants, broadcasts, bitcasts) or only
+# scalar work: left out of the counts
+_FREE = re.compile(r"= \w+\[\] |\s(?:parameter|constant|broadcast|bitcast|get-tuple-element|tuple)\(")
+
+
+def kernel_parts(hlo: str) -> dict:
+    """{kernel (HLO instruction) name: {part: share}}: a fusion's instructions counted by the part each was traced
+    from (a kernel's time is split in those proportions); any other instruction wholly to its own part."""
+    chains = _tables(hlo)
+    comps: dict[str, list] = {}
+    insts: dict[str, tuple] = {}
+    name = None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%(\S+) ", line)
+        if head and line.rstrip().endswith("{"):
+            name = head.group(1)
+            comps[name] = []
+            continue
+        m = re.match(r"^\s+(?:ROOT )?%(\S+) = .*?(?:calls=%(\S+?)[,} ].*)?$", line)
+        if m and name is not None:
+            frame = re.search(r"stack_frame_id=(\d+)", line)
+            part = part_of(chains.get(int(frame.group(1)), [])) if frame else "loops, copies, other"
+            insts[m.group(1)] = (m.group(2), part)
+            if not _FREE.search(line):
+                comps[name].append(part)
+    out = {}
+    for inst, (called, part) in insts.items():
+        parts = comps.get(called, []) if called else [part]
+        counts = collections.Counter(parts or [part])
+        out[inst] = {p: c / sum(counts.values()) for p, c in counts.items()}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", type=int, default=16384)
@@ -71,9 +167,10 @@ def main():
         fn, fargs = chunk_gradient, (params, key, first, nb, *extra)
     else:
         fn, fargs = simulate_chunk, (params, key, first, nb, report_steps(sc.config, params.n_steps))
+    hlo = fn.lower(*fargs).compile().compiled.as_text()
     if args.hlo:
         with open(args.hlo, "w") as f:
-            f.write(fn.lower(*fargs).compile().compiled.as_text())
+            f.write(hlo)
     jax.block_until_ready(fn(*fargs))
     trace_dir = tempfile.mkdtemp(prefix="jaxstress-trace-")
     with jax.profiler.trace(trace_dir):
@@ -88,6 +185,17 @@ def main():
     print(f"{'kernel':48s} {'share':>6s} {'calls/step':>10s} {'us/call':>9s}")
     for name, (t, c) in sorted(times.items(), key=lambda kv: -kv[1][0])[:args.top]:
         print(f"{name[:48]:48s} {t / total:6.1%} {c / steps:10.2f} {t / c / 1e3:9.1f}")
+    parts = kernel_parts(hlo)
+    by_part: dict[str, float] = collections.defaultdict(float)
+    for name, (t, _) in times.items():
+        for part, share in parts.get(name, {"unmatched kernels": 1.0}).items():
+            by_part[part] += t * share
+    print("\nby part of the model (a kernel's time split by the parts its instructions were traced from):")
+    for part, t in sorted(by_part.items(), key=lambda kv: -kv[1]):
+        print(f"  {part:40s} {t / total:6.1%}")
+    unmatched = sorted((n for n in times if n not in parts), key=lambda n: -times[n][0])
+    if unmatched:
+        print("  unmatched (not an instruction of the optimized HLO):", ", ".join(unmatched[:8]))
 
 
 if __name__ == "__main__":
