@@ -23,33 +23,31 @@ from jaxstress._sensitivities import KINDS, chunk_gradient, chunk_values
 from jaxstress._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, report_steps, simulate_chunk
 
 
-def on(device, tree):
-    dynamic, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(jax.device_put(dynamic, device), static)
+def placed(device, scenario, dtype, seed):
+    """(params, key, first block 0) of the scenario, committed to `device`: the jitted chunk runs there."""
+    dynamic, static = eqx.partition(scenario.params(dtype), eqx.is_array)
+    params = eqx.combine(jax.device_put(dynamic, device), static)
+    key = jax.device_put(jax.random.key(seed, impl=PRNG_IMPL), device)
+    return params, key, jax.device_put(jnp.asarray(0, jnp.uint32), device)
 
 
 def metrics_on(device, scenario, dtype, n_blocks, seed):
-    params = on(device, scenario.params(dtype))
-    key = jax.device_put(jax.random.key(seed, impl=PRNG_IMPL), device)
-    first = jax.device_put(jnp.asarray(0, jnp.uint32), device)
+    params, key, first = placed(device, scenario, dtype, seed)
     m, _ = simulate_chunk(params, key, first, n_blocks, report_steps(scenario.config, params.n_steps))
     return np.asarray(m, np.float64)
 
 
 def gradient_on(device, scenario, n_blocks, seed):
-    params = on(device, scenario.params(jnp.float64))
-    key = jax.device_put(jax.random.key(seed, impl=PRNG_IMPL), device)
+    params, key, first = placed(device, scenario, jnp.float64, seed)
     put = lambda x, dt: jax.device_put(jnp.asarray(x, dt), device)  # noqa: E731
     args = (put(KINDS.index("mean"), jnp.int32), put(METRIC_NAMES.index("y10_change_bp"), jnp.int32),
             *(put(x, jnp.float64) for x in (0.0, 0.0, 0.0, 1.0, 0.05)))
-    value, grads = chunk_gradient(params, key, put(0, jnp.uint32), n_blocks, *args)
+    value, grads = chunk_gradient(params, key, first, n_blocks, *args)
     return float(value), {k: np.asarray(v, np.float64) for k, v in grads.items()}
 
 
 def mean_on(device, scenario, n_blocks, seed):
-    params = on(device, scenario.params(jnp.float64))
-    key = jax.device_put(jax.random.key(seed, impl=PRNG_IMPL), device)
-    first = jax.device_put(jnp.asarray(0, jnp.uint32), device)
+    params, key, first = placed(device, scenario, jnp.float64, seed)
     return float(jnp.mean(chunk_values(params, key, first, n_blocks, METRIC_NAMES.index("y10_change_bp"))))
 
 
