@@ -189,8 +189,14 @@ def initial_state(prep: Prep, initial_regime: int) -> State:
 MATERIALISE: bool | None = None
 
 
+def cpu_shape(setting: bool | None) -> bool:
+    """A code-shape setting (`MATERIALISE`, `_simulate.CARRY_DRAWS`): as set, or None for the CPU's choice on a
+    CPU and the other on an accelerator."""
+    return jax.default_backend() == "cpu" if setting is None else setting
+
+
 def materialise() -> bool:
-    return jax.default_backend() == "cpu" if MATERIALISE is None else MATERIALISE
+    return cpu_shape(MATERIALISE)
 
 
 def keep(prep: Prep, x):

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ._config import Params, Scenario
 from ._curve import par_yields, zero_yields
 from ._errors import SimulationError
-from ._model import N_NORMAL, Prep, State, initial_state, next_regime, prepare, step
+from ._model import N_NORMAL, Prep, State, cpu_shape, initial_state, next_regime, prepare, step
 from ._portfolio import portfolio_value
 
 BLOCK = 256
@@ -227,7 +227,7 @@ def _carried_draws(draw: Callable):
     they are used."""
     if not isinstance(draw, _BlockDraws):
         return draw, lambda x: x
-    if jax.default_backend() == "cpu" if CARRY_DRAWS is None else CARRY_DRAWS:
+    if cpu_shape(CARRY_DRAWS):
         return draw.packed, draw.unpack
     # the step index and the generator (a pytree of integer arrays), not a closure over them: the differentiable
     # step's custom VJP must not close over traced values
