@@ -122,7 +122,6 @@ def main():
     def report(name, n_paths, compile_s, best):
         print(f"{name:58s} {n_paths * args.steps / best / 1e6:15.2f} {compile_s:10.1f}", flush=True)
 
-    results = []
     for x64 in (False, True):
         jax.config.update("jax_enable_x64", x64)
         sc = load_scenario("april_2025", horizon=args.steps / 252)
@@ -130,24 +129,24 @@ def main():
         reports = report_steps(sc.config, params.n_steps)
         dt = "float64" if x64 else "float32"
         key = jax.random.key(0)
-        chunks = tuple(int(c) for c in args.chunks.split(",")) if not x64 else (max(16384, args.paths // 4),)
-        for chunk in chunks:
+
+        def chunked(label, chunk):
+            """The full model on counter-based draws, in chunks of `chunk` paths covering about --paths."""
             nb = max(1, chunk // BLOCK)
             run = full_model(params, reports, nb, _block_draws)
             reps = max(1, args.paths // (nb * BLOCK))
             c, best = _time(lambda v, k: [run(v, k) for _ in range(reps)], (params.values, key), args.repeats)
-            report(f"full model, {dt}, counter threefry, chunk {nb * BLOCK:,}", reps * nb * BLOCK, c, best)
-            results.append(best)
+            report(f"{label}, chunk {nb * BLOCK:,}", reps * nb * BLOCK, c, best)
+
+        chunks = tuple(int(c) for c in args.chunks.split(",")) if not x64 else (max(16384, args.paths // 4),)
+        for chunk in chunks:
+            chunked(f"full model, {dt}, counter threefry", chunk)
         nb = max(1, args.paths // BLOCK)
         if not x64:  # the backend-dependent code shapes, each way (the default picks by backend)
             for mat, carry, pack in ((True, True, False), (True, False, False), (False, True, False),
                                      (False, False, False), (False, False, True)):
                 _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = mat, carry, pack
-                run = full_model(params, reports, max(1, chunks[-1] // BLOCK), _block_draws)
-                reps = max(1, args.paths // chunks[-1])
-                c, best = _time(lambda v, k: [run(v, k) for _ in range(reps)], (params.values, key), args.repeats)
-                report(f"  shape: keep {mat:d}, carry draws {carry:d}, pack {pack:d}, "
-                       f"chunk {chunks[-1]:,}", reps * max(1, chunks[-1] // BLOCK) * BLOCK, c, best)
+                chunked(f"  shape: keep {mat:d}, carry draws {carry:d}, pack {pack:d}", chunks[-1])
             _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = None, None, False
             if args.float32_only:
                 break
