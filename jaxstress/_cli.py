@@ -244,6 +244,7 @@ def cmd_sensitivities(args) -> int:
     from ._plots import tornado_chart
     from ._progress import Progress
     from ._sensitivities import parse_metric, sensitivities
+    from ._simulate import default_chunk_size
 
     if args.float64:
         import jax
@@ -254,7 +255,7 @@ def cmd_sensitivities(args) -> int:
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()] if args.drivers else None
     with Progress(quiet=args.quiet) as progress:
         progress.start(args.paths)
-        chunk = args.chunk_size or (4096 if jax.default_backend() == "cpu" else None)  # None: sized to the GPU
+        chunk = args.chunk_size or default_chunk_size(scenario.params(), "gradient", cpu=4096)
         res = sensitivities(scenario, args.metric, args.paths, seed=args.seed, chunk_size=chunk,
                             drivers=drivers, width=args.width, progress=progress)
     ranked = sorted(res.gradients.items(), key=lambda kv: -abs(kv[1]["scaled"]))

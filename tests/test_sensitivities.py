@@ -209,3 +209,20 @@ def test_cli_writes_ranked_json_and_tornado(tmp_path, results):
     assert (out / "sensitivities.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["sensitivities", "april_2025", "--metric", "nonsense", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_defaults_in_32_bit_mode(tmp_path):
+    """Without --float64 and --chunk-size (the chunk then defaults by backend: 4096 paths on CPU, capped so there
+    are 8 chunks where there are 8 blocks)."""
+    import json
+
+    from jaxstress._cli import main
+
+    out = tmp_path / "s32"
+    with jax.enable_x64(False):
+        rc = main(["sensitivities", "april_2025", "--paths", "4096", "--horizon", "0.05", "--out", str(out),
+                   "--quiet"])
+    assert rc == 0
+    doc = json.loads((out / "sensitivities.json").read_text())
+    assert doc["paths"] == 4096 and doc["chunks"] == 8
+    assert np.isfinite(doc["value"]) and all(np.isfinite(g["value"]) for g in doc["gradients"].values())
