@@ -331,7 +331,7 @@ def next_regime(prep: Prep, s: State, u):
     return nxt, logp, lookup(_regime_tables(prep), nxt, prep.cum_p.shape[0])
 
 
-def step(prep: Prep, t, s: State, normal, uniform, regime=None) -> State:
+def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> State:
     """Advance one path by one step of length dt; t is the time at the start of the step.
 
     normal: 10 standard normals, uniform: 2 uniforms in (0, 1) (sequences of scalars).
@@ -342,6 +342,7 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None) -> State:
     step, and other shared intermediates computed once (`keep`).
     `regime`: the next regime, the log-probability and the looked-up tables from `next_regime` (batched, outside
     the `vmap`), the same values as the select chains; reverse mode differentiates that form (see `lookup`).
+    `tables`: `_regime_tables(prep)` computed beforehand (the GPU kernel's scalars, see `_kernel`).
     """
     v, dt = prep.v, prep.dt
     sq = jnp.sqrt(dt)
@@ -354,7 +355,7 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None) -> State:
         nxt, logp, rg = regime
     else:
         n_reg = prep.cum_p.shape[0]
-        tables = _regime_tables(prep)
+        tables = _regime_tables(prep) if tables is None else tables
         was, nxt = _transition(prep, s.regime, uniform[0])
         now = [nxt == q for q in range(n_reg)]
         logp = s.logp + pick(now, [pick(was, prep.log_p[:, q]) for q in range(n_reg)])

@@ -159,10 +159,24 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     s0 = initial_state(prep, params.initial_regime)
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
     obs0 = _observe_initial(params, prep, s0, n_paths)
-    step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
-    dt = params.dt
     bounds = np.asarray(reports, np.int32)
 
+    kernel = use_kernel(draw, prep.one.dtype)
+    if kernel == "cuda":  # the kernel where this is lowered for an NVIDIA GPU, XLA's loop elsewhere
+        state, obs = jax.lax.platform_dependent(cuda=lambda: _kernel_loop(params, prep, state, draw, bounds),
+                                                default=lambda: _xla_loop(params, prep, state, draw, bounds))
+    else:
+        state, obs = (_kernel_loop if kernel else _xla_loop)(params, prep, state, draw, bounds)
+    snaps = jnp.concatenate([obs0[None], obs], axis=0)
+    metrics = path_metrics(names, obs0, snaps[-1], state)
+    return metrics, snaps, state
+
+
+def _xla_loop(params: Params, prep, state, draw, bounds):
+    """`_simulate`'s loop as XLA's: `fori_loop` over the steps of each reporting interval. Returns the final
+    state and the observations at the ends of the intervals."""
+    step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
+    dt = params.dt
     make, unpack = _carried_draws(draw)
     vec, rebuild = _packed_constants(prep) if PACK_CONSTANTS else (None, None)
 
@@ -180,9 +194,38 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     first = make(jnp.asarray(bounds[0]))
     (state, _, _), obs = jax.lax.scan(interval, (_vary_like(state, unpack(first)), first, vec),
                                       (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
-    snaps = jnp.concatenate([obs0[None], obs], axis=0)
-    metrics = path_metrics(names, obs0, snaps[-1], state)
-    return metrics, snaps, state
+    return state, obs
+
+
+# Whether the forward loop over each reporting interval is one Pallas kernel (`_kernel`) instead of XLA's loop.
+# None: on a GPU, in float32, for keyed draws (decided when traced). On a CPU the kernel runs in Pallas'
+# interpreter only (for tests: same values, slow).
+KERNEL: bool | None = None
+
+
+def use_kernel(draw, dtype) -> bool | str:
+    """Whether `_simulate` runs the kernel: True, False, or "cuda" (where lowered for an NVIDIA GPU: the default
+    for float32 when the default backend is a GPU; a computation placed on the CPU then runs XLA's loop)."""
+    if not isinstance(draw, _BlockDraws):
+        return False
+    if KERNEL is None:
+        return "cuda" if jax.default_backend() == "gpu" and jnp.dtype(dtype) == jnp.float32 else False
+    return KERNEL
+
+
+def _kernel_loop(params: Params, prep, state, draw, bounds):
+    """`_xla_loop` with each reporting interval advanced by `_kernel.advance`."""
+    from . import _kernel
+
+    interpret = jax.default_backend() == "cpu"
+    dt = params.dt
+
+    def interval(state, lo_hi):
+        lo, hi = lo_hi
+        state = _kernel.advance(prep, state, draw.kd, draw.ids, lo, hi, draws_at, interpret=interpret)
+        return state, observe(params, prep, state, hi * dt)
+
+    return jax.lax.scan(interval, _vary_like(state, draw.ids), (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
 
 
 # An experiment for GPUs, off by default (not yet measured there): XLA's GPU compiler split the step into three
@@ -366,6 +409,40 @@ def _normal_icdf32(v):
     return jnp.where(w < 5.0, p, q) * (v * np.float32(np.sqrt(2.0)))
 
 
+def draw_value(bits, k: int, dtype):
+    """Word k (0..11, in the order of threefry_2x32 on the concatenated counters) as a normal or a uniform.
+
+    Exact arithmetic keeps every value strictly inside the open interval: v = 2u - 1 is an odd multiple of
+    2^-b with |v| <= 1 - 2^-b (b = 24 bits in float32, 32 in float64), and the uniforms are (k + 1/2) 2^-b'
+    with b' = 23 (float32) so that their largest value 1 - 2^-24 is representable (1 - 2^-25 would round
+    to 1)."""
+    if dtype == jnp.float64:
+        if k < N_NORMAL:
+            v = (2.0 * bits.astype(dtype) + 1.0 - 2.0**32) * 2.0**-32
+        else:
+            return (bits.astype(dtype) + 0.5) * 2.0**-32
+    elif k < N_NORMAL:
+        v = (2 * jnp.right_shift(bits, np.uint32(8)).astype(jnp.int32) + 1 - (1 << 24)).astype(dtype) * 2.0**-24
+    else:
+        return (jnp.right_shift(bits, np.uint32(9)).astype(dtype) + 0.5) * 2.0**-23
+    if dtype == jnp.float64:
+        return jnp.asarray(np.sqrt(2.0), dtype) * jax.lax.erf_inv(v)
+    return _normal_icdf32(v)
+
+
+def draws_at(k0, k1, ids, t, dtype):
+    """The draws of step t for the paths with counters `ids` under the key words (k0, k1): (10 normals, 2
+    uniforms) as in `_BlockDraws`, unpacked (the same values; the GPU kernel's form)."""
+    c = jnp.asarray(t).astype(jnp.uint32) * np.uint32(6)
+    first, second = [], []
+    for j in range(6):
+        w0, w1 = threefry2x32(k0, k1, ids, c + np.uint32(j))
+        first.append(draw_value(w0, j, dtype))
+        second.append(draw_value(w1, j + 6, dtype))
+    words = first + second
+    return tuple(words[:N_NORMAL]), tuple(words[N_NORMAL:])
+
+
 class _BlockDraws(eqx.Module):
     """Draws for the paths of the given blocks: counter-based, so path i's stream depends only on the seed and i.
 
@@ -394,25 +471,7 @@ class _BlockDraws(eqx.Module):
         self.dtype = jnp.dtype(dtype)
 
     def _value(self, bits, k: int):
-        """Word k (0..11, in the order of threefry_2x32 on the concatenated counters) as a normal or a uniform.
-
-        Exact arithmetic keeps every value strictly inside the open interval: v = 2u - 1 is an odd multiple of
-        2^-b with |v| <= 1 - 2^-b (b = 24 bits in float32, 32 in float64), and the uniforms are (k + 1/2) 2^-b'
-        with b' = 23 (float32) so that their largest value 1 - 2^-24 is representable (1 - 2^-25 would round
-        to 1)."""
-        dtype = self.dtype
-        if dtype == jnp.float64:
-            if k < N_NORMAL:
-                v = (2.0 * bits.astype(dtype) + 1.0 - 2.0**32) * 2.0**-32
-            else:
-                return (bits.astype(dtype) + 0.5) * 2.0**-32
-        elif k < N_NORMAL:
-            v = (2 * jnp.right_shift(bits, np.uint32(8)).astype(jnp.int32) + 1 - (1 << 24)).astype(dtype) * 2.0**-24
-        else:
-            return (jnp.right_shift(bits, np.uint32(9)).astype(dtype) + 0.5) * 2.0**-23
-        if dtype == jnp.float64:
-            return jnp.asarray(np.sqrt(2.0), dtype) * jax.lax.erf_inv(v)
-        return _normal_icdf32(v)
+        return draw_value(bits, k, self.dtype)
 
     def packed(self, t):
         c = jnp.asarray(t).astype(jnp.uint32) * 6

@@ -6,6 +6,8 @@ Each variant is compiled once (compile time reported), then timed `--repeats` ti
 best time is reported as path-steps per second. The machine's other load shows up as spread between repeats, so
 compare variants within one run only. Variants:
 - full model, float32, the default counter-based threefry draws, chunk sizes 4096 to 262144 (`--chunks`);
+- on a GPU: the forward loop as one Pallas kernel a reporting interval (`_simulate.KERNEL`, the GPU default)
+  against XLA's loop, and the kernel's paths a program and warps (`--kernel-configs`), at the largest chunk;
 - full model, float32, with the backend-dependent code shapes each way (`_model.MATERIALISE`: intermediates
   stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice;
   `_simulate.PACK_CONSTANTS`: the step's constants as one vector, an experiment for GPUs) at the largest chunk;
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstress import _model
+from jaxstress import _kernel, _model
 from jaxstress import _simulate as simulate_mod
 from jaxstress._config import load_scenario
 from jaxstress._model import N_NORMAL, N_UNIFORM
@@ -115,6 +117,8 @@ def main():
     ap.add_argument("--float32-only", action="store_true", help="skip float64 and the fold_in draws")
     ap.add_argument("--chunks", default="4096,16384,65536,262144",
                     help="float32 chunk sizes, comma-separated (on a GPU use millions: 1048576,4194304)")
+    ap.add_argument("--kernel-configs", default="128x4,256x8,64x2,256x4",
+                    help="GPU kernel variants, PATHSxWARPS per program, comma-separated ('' to skip)")
     args = ap.parse_args()
     print(f"{jax.devices()[0]}, {args.paths:,} paths x {args.steps} steps, best of {args.repeats}")
     print(f"{'variant':58s} {'M path-steps/s':>15s} {'compile s':>10s}")
@@ -142,12 +146,23 @@ def main():
         for chunk in chunks:
             chunked(f"full model, {dt}, counter threefry", chunk)
         nb = max(1, args.paths // BLOCK)
-        if not x64:  # the backend-dependent code shapes, each way (the default picks by backend)
+        if not x64 and jax.default_backend() == "gpu":
+            simulate_mod.KERNEL = False
+            chunked("  XLA loop (no kernel)", chunks[-1])
+            simulate_mod.KERNEL = True
+            for cfg in filter(None, args.kernel_configs.split(",")):
+                _kernel.BLOCK_PATHS, _kernel.NUM_WARPS = (int(x) for x in cfg.split("x"))
+                chunked(f"  kernel: {_kernel.BLOCK_PATHS} paths a program, {_kernel.NUM_WARPS} warps", chunks[-1])
+            _kernel.BLOCK_PATHS, _kernel.NUM_WARPS = 128, 4
+            simulate_mod.KERNEL = None
+        if not x64:  # the backend-dependent code shapes of XLA's loop, each way (the default picks by backend)
+            simulate_mod.KERNEL = False
             for mat, carry, pack in ((True, True, False), (True, False, False), (False, True, False),
                                      (False, False, False), (False, False, True)):
                 _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = mat, carry, pack
                 chunked(f"  shape: keep {mat:d}, carry draws {carry:d}, pack {pack:d}", chunks[-1])
             _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = None, None, False
+            simulate_mod.KERNEL = None
             if args.float32_only:
                 break
             run = full_model(params, reports, nb, _fold_in_draws)
