@@ -21,6 +21,9 @@ from jax.experimental import pallas as pl
 
 from ._model import Prep, State, _regime_tables, step
 
+# The float32 normal quantile's log and square root by the GPU's approximate instructions (lg2.approx,
+# sqrt.approx: errors ~2^-22, far below float32 rounding along a path) instead of libdevice's exact ones.
+FAST_MATH = False
 BLOCK_PATHS = 128  # paths a program: one per thread at 4 warps, so the state stays in registers
 NUM_WARPS = 4
 
@@ -56,6 +59,19 @@ def _pack(tree, dtype):
     return vec, rebuild
 
 
+def _approx(op: str, x):
+    """The PTX instruction `op`.approx.f32 applied to x (float32) elementwise."""
+    from jax.experimental.pallas import triton as plt
+
+    return plt.elementwise_inline_asm(f"{op}.approx.f32 $0, $1;", args=[x], constraints="=f,f", pack=1,
+                                      result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, x.dtype)])[0]
+
+
+def _fast_icdf() -> dict:
+    """log and sqrt for `_simulate._normal_icdf32` by approximate instructions: log x = log(2) lg2 x."""
+    return {"log": lambda x: _approx("lg2", x) * np.float32(np.log(2.0)), "sqrt": lambda x: _approx("sqrt", x)}
+
+
 def _like(x) -> jax.ShapeDtypeStruct:
     """The shape and dtype of x, and under `shard_map` the mesh axes it varies over (which `pallas_call` needs
     for its outputs there; `manual_axis_type` in newer JAX, `vma` before)."""
@@ -70,10 +86,11 @@ def _like(x) -> jax.ShapeDtypeStruct:
 
 
 def advance(prep: Prep, state: State, key_words: jax.Array, ids: jax.Array, lo, hi, draws_at,
-            interpret: bool = False) -> State:
+            interpret: bool = False, step_fn=step) -> State:
     """The state of a batch of paths (leaves of shape (paths,)) after steps lo .. hi - 1, with the draws of
     `draws_at(k0, k1, ids, t, dtype)` (`_simulate.draws_at`): the XLA loop's `fori_loop(lo, hi, step)`, as one
-    kernel. `key_words`: the key's two uint32 words; `ids`: each path's counter (uint32, (paths,))."""
+    kernel. `key_words`: the key's two uint32 words; `ids`: each path's counter (uint32, (paths,)). `step_fn`:
+    `step` (other steps measure the kernel's parts, scripts/benchmark.py)."""
     dtype = prep.one.dtype
     consts, rebuild = _pack((prep, _regime_tables(prep)), dtype)
     leaves, treedef = jax.tree_util.tree_flatten(state)
@@ -90,9 +107,11 @@ def advance(prep: Prep, state: State, key_words: jax.Array, ids: jax.Array, lo, 
         k0, k1 = k_ref[0], k_ref[1]
         path_ids = id_ref[...]
 
+        icdf = _fast_icdf() if FAST_MATH and not interpret and dtype == jnp.float32 else {}
+
         def body(t, s):
-            normal, uniform = draws_at(k0, k1, path_ids, t, dtype)
-            return step(prep_s, t * dt, s, normal, uniform, tables=tables)
+            normal, uniform = draws_at(k0, k1, path_ids, t, dtype, **icdf)
+            return step_fn(prep_s, t * dt, s, normal, uniform, tables=tables)
 
         s = jax.tree_util.tree_unflatten(treedef, [r[...] for r in refs[:n]])
         s = jax.lax.fori_loop(b_ref[0], b_ref[1], body, s)

@@ -395,21 +395,22 @@ _GILES_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0
                0.00943887047, 1.00167406, 2.83297682)
 
 
-def _normal_icdf32(v):
+def _normal_icdf32(v, log=jnp.log, sqrt=jnp.sqrt):
     """sqrt(2) erfinv(v) in float32 for v in (-1, 1): the standard normal quantile of u = (v + 1) / 2.
 
     Giles' approximation, as XLA's erf_inv, but with w = -log((1 - v)(1 + v)): 1 - v is exact and the product
-    keeps its relative precision as |v| -> 1 (1 - v^2 cancels), and log costs half of log1p on CPU.
+    keeps its relative precision as |v| -> 1 (1 - v^2 cancels), and log costs half of log1p on CPU. `log` and
+    `sqrt`: the functions used (the GPU kernel may pass faster approximations).
     """
-    w = -jnp.log((1.0 - v) * (1.0 + v))
-    a, b = w - 2.5, jnp.sqrt(w) - 3.0
+    w = -log((1.0 - v) * (1.0 + v))
+    a, b = w - 2.5, sqrt(w) - 3.0
     p, q = jnp.float32(_GILES_CENTRAL[0]), jnp.float32(_GILES_TAIL[0])
     for c, d in zip(_GILES_CENTRAL[1:], _GILES_TAIL[1:], strict=True):
         p, q = p * a + np.float32(c), q * b + np.float32(d)
     return jnp.where(w < 5.0, p, q) * (v * np.float32(np.sqrt(2.0)))
 
 
-def draw_value(bits, k: int, dtype):
+def draw_value(bits, k: int, dtype, **icdf):
     """Word k (0..11, in the order of threefry_2x32 on the concatenated counters) as a normal or a uniform.
 
     Exact arithmetic keeps every value strictly inside the open interval: v = 2u - 1 is an odd multiple of
@@ -427,18 +428,19 @@ def draw_value(bits, k: int, dtype):
         return (jnp.right_shift(bits, np.uint32(9)).astype(dtype) + 0.5) * 2.0**-23
     if dtype == jnp.float64:
         return jnp.asarray(np.sqrt(2.0), dtype) * jax.lax.erf_inv(v)
-    return _normal_icdf32(v)
+    return _normal_icdf32(v, **icdf)
 
 
-def draws_at(k0, k1, ids, t, dtype):
+def draws_at(k0, k1, ids, t, dtype, **icdf):
     """The draws of step t for the paths with counters `ids` under the key words (k0, k1): (10 normals, 2
-    uniforms) as in `_BlockDraws`, unpacked (the same values; the GPU kernel's form)."""
+    uniforms) as in `_BlockDraws`, unpacked (the same values; the GPU kernel's form). `icdf`: the float32
+    normal quantile's `log` and `sqrt` (`_normal_icdf32`)."""
     c = jnp.asarray(t).astype(jnp.uint32) * np.uint32(6)
     first, second = [], []
     for j in range(6):
         w0, w1 = threefry2x32(k0, k1, ids, c + np.uint32(j))
-        first.append(draw_value(w0, j, dtype))
-        second.append(draw_value(w1, j + 6, dtype))
+        first.append(draw_value(w0, j, dtype, **icdf))
+        second.append(draw_value(w1, j + 6, dtype, **icdf))
     words = first + second
     return tuple(words[:N_NORMAL]), tuple(words[N_NORMAL:])
 
@@ -605,6 +607,9 @@ class SimulationResult:
 
 CPU_CHUNK = 16384  # paths a chunk on CPU: the step's arrays stay in the caches
 MAX_ACCELERATOR_CHUNK = 1 << 22
+# gradients on an accelerator: 2^18 paths a chunk took 1.31 s on an H200 (compile 22-29 s); a chunk of 2^20
+# (fits in memory) did not finish within 130 s there
+MAX_ACCELERATOR_GRAD_CHUNK = 1 << 18
 ACCELERATOR_MEMORY_SHARE = 0.3  # of the device's memory, for one chunk's arrays
 
 
@@ -622,7 +627,7 @@ def chunk_bytes_per_path(params: Params, kind: str = "forward", n_reports: int =
 
 def default_chunk_size(params: Params, kind: str = "forward", cpu: int = CPU_CHUNK, n_reports: int = 7) -> int:
     """Paths a chunk when none is given: `cpu` on a CPU; on an accelerator, whose kernels need millions of paths
-    to fill it, the largest power of two (at most 2^22, 2^20 for gradients) whose arrays take at most 30% of its
+    to fill it, the largest power of two (at most 2^22, 2^18 for gradients) whose arrays take at most 30% of its
     memory."""
     if jax.default_backend() == "cpu":
         return cpu
@@ -630,10 +635,10 @@ def default_chunk_size(params: Params, kind: str = "forward", cpu: int = CPU_CHU
         limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
     except Exception:  # noqa: BLE001 - a backend without memory statistics
         limit = None
+    most = MAX_ACCELERATOR_CHUNK if kind == "forward" else MAX_ACCELERATOR_GRAD_CHUNK
     if not limit:
-        return max(cpu, 1 << 20)
+        return max(cpu, min(most, 1 << 20))
     fit = int(ACCELERATOR_MEMORY_SHARE * limit / chunk_bytes_per_path(params, kind, n_reports))
-    most = MAX_ACCELERATOR_CHUNK if kind == "forward" else MAX_ACCELERATOR_CHUNK // 4  # gradients: measured to 2^20
     return int(min(most, max(cpu, 1 << (max(fit, 1).bit_length() - 1))))
 
 

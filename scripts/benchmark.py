@@ -8,6 +8,8 @@ compare variants within one run only. Variants:
 - full model, float32, the default counter-based threefry draws, chunk sizes 4096 to 262144 (`--chunks`);
 - on a GPU: the forward loop as one Pallas kernel a reporting interval (`_simulate.KERNEL`, the GPU default)
   against XLA's loop, and the kernel's paths a program and warps (`--kernel-configs`), at the largest chunk;
+  and the kernel's parts over the whole horizon in one interval (no reporting dates): the full step, the draws
+  alone, threefry's bits alone, and the step on fixed draws (`--kernel-parts`, on by default on a GPU);
 - full model, float32, with the backend-dependent code shapes each way (`_model.MATERIALISE`: intermediates
   stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice;
   `_simulate.PACK_CONSTANTS`: the step's constants as one vector, an experiment for GPUs) at the largest chunk;
@@ -109,6 +111,48 @@ def lean_baseline(n_blocks, n_steps, dtype):
     return run
 
 
+def kernel_parts(params, n_paths, n_steps):
+    """{name: jitted run(values, key_words)}: `_kernel.advance` over steps 0 .. n_steps in one interval, with the
+    full step and with parts of it (see the module's docstring)."""
+    import equinox as eqx
+
+    from jaxstress._model import initial_state, prepare, step
+    from jaxstress._simulate import draws_at, threefry2x32
+
+    def sum_step(prep, t, s, normal, uniform, tables=None):
+        return eqx.tree_at(lambda q: q.r, s, s.r + sum(normal) + sum(uniform))
+
+    def bits_at(k0, k1, ids, t, dtype):
+        c = jnp.asarray(t).astype(jnp.uint32) * np.uint32(6)
+        words = []
+        for j in range(6):
+            words += [w.astype(dtype) for w in threefry2x32(k0, k1, ids, c + np.uint32(j))]
+        return tuple(words[:N_NORMAL]), tuple(words[N_NORMAL:])
+
+    def fixed_at(k0, k1, ids, t, dtype):
+        x = ids.astype(dtype) * 1e-9
+        return tuple(x + (0.1 * j - 0.4) for j in range(N_NORMAL)), (x + 0.3, x + 0.6)
+
+    variants = {"full step": (draws_at, step), "draws only": (draws_at, sum_step),
+                "threefry bits only": (bits_at, sum_step), "step on fixed draws": (fixed_at, step)}
+    interpret = jax.default_backend() == "cpu"
+
+    def make(draws, step_fn):
+        @jax.jit
+        def run(values, kd):
+            p = eqx.tree_at(lambda q: q.values, params, values)
+            prep = prepare(p)
+            s0 = initial_state(prep, p.initial_regime)
+            state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
+            ids = jnp.arange(n_paths, dtype=jnp.uint32)
+            out = _kernel.advance(prep, state, kd, ids, 0, n_steps, draws, interpret=interpret, step_fn=step_fn)
+            return out.r
+
+        return run
+
+    return {name: make(*v) for name, v in variants.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", type=int, default=65536)
@@ -117,6 +161,8 @@ def main():
     ap.add_argument("--float32-only", action="store_true", help="skip float64 and the fold_in draws")
     ap.add_argument("--chunks", default="4096,16384,65536,262144",
                     help="float32 chunk sizes, comma-separated (on a GPU use millions: 1048576,4194304)")
+    ap.add_argument("--kernel-parts", action=argparse.BooleanOptionalAction, default=None,
+                    help="time the GPU kernel's parts (default: on a GPU)")
     ap.add_argument("--kernel-configs", default="128x4,256x8,64x2,256x4",
                     help="GPU kernel variants, PATHSxWARPS per program, comma-separated ('' to skip)")
     args = ap.parse_args()
@@ -154,7 +200,18 @@ def main():
                 _kernel.BLOCK_PATHS, _kernel.NUM_WARPS = (int(x) for x in cfg.split("x"))
                 chunked(f"  kernel: {_kernel.BLOCK_PATHS} paths a program, {_kernel.NUM_WARPS} warps", chunks[-1])
             _kernel.BLOCK_PATHS, _kernel.NUM_WARPS = 128, 4
+            fast = _kernel.FAST_MATH
+            _kernel.FAST_MATH = not fast
+            chunked(f"  kernel: fast math {not fast:d} (the default: {fast:d})", chunks[-1])
+            _kernel.FAST_MATH = fast
             simulate_mod.KERNEL = None
+        parts = args.kernel_parts if args.kernel_parts is not None else jax.default_backend() == "gpu"
+        if not x64 and parts:
+            n = chunks[-1] // BLOCK * BLOCK
+            kd = jax.random.key_data(jax.random.key(0)).astype(jnp.uint32).reshape(-1)[:2]
+            for name, run in kernel_parts(params, n, params.n_steps).items():
+                c, best = _time(run, (params.values, kd), args.repeats)
+                report(f"  kernel part: {name}, one interval, chunk {n:,}", n, c, best)
         if not x64:  # the backend-dependent code shapes of XLA's loop, each way (the default picks by backend)
             simulate_mod.KERNEL = False
             for mat, carry, pack in ((True, True, False), (True, False, False), (False, True, False),

@@ -80,3 +80,13 @@ def test_kernel_refuses_paths_not_in_whole_programs(monkeypatch):
     monkeypatch.setattr(_kernel, "BLOCK_PATHS", 384)
     with pytest.raises(ValueError, match="multiple of 384 paths"):
         _run(jnp.float32, True)
+
+
+def test_fast_math_lowers_to_approximate_instructions(monkeypatch):
+    """The experiment `_kernel.FAST_MATH` (off by default) puts PTX's approximate log2 and sqrt into the kernel."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(_kernel, "FAST_MATH", True)
+    cuda = _run(jnp.float32, True, platforms=("cuda",))
+    assert "lg2.approx.f32" in cuda and "sqrt.approx.f32" in cuda
+    monkeypatch.setattr(_kernel, "FAST_MATH", False)
+    assert "lg2.approx.f32" not in _run(jnp.float32, True, platforms=("cuda",))
