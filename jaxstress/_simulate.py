@@ -6,7 +6,9 @@ count or process count (chunks are whole numbers of blocks of `BLOCK` paths). Ca
 draws (`simulate_draws`) for common random numbers.
 
 An outer scan runs over the reporting intervals and observes the reported variables once per interval, so only
-the reporting dates are kept and the portfolio is revalued only there.
+the reporting dates are kept and the portfolio is revalued only there. Within an interval the steps run as XLA's
+`fori_loop`, or on an NVIDIA GPU in float32 as one Pallas kernel that keeps the state in registers (`_kernel`,
+`KERNEL`).
 """
 
 from __future__ import annotations

@@ -90,3 +90,18 @@ def test_fast_math_lowers_to_approximate_instructions(monkeypatch):
     assert "lg2.approx.f32" in cuda and "sqrt.approx.f32" in cuda
     monkeypatch.setattr(_kernel, "FAST_MATH", False)
     assert "lg2.approx.f32" not in _run(jnp.float32, True, platforms=("cuda",))
+
+
+def test_kernel_sharded_over_devices_equals_one_device(monkeypatch):
+    """`--devices N`: the kernel inside `shard_map` (its outputs vary over the mesh axis like its inputs) gives the
+    single-device XLA loop's paths."""
+    from jaxstress import simulate
+
+    sc = load_scenario("april_2025", horizon=0.1)
+    monkeypatch.setattr(_simulate, "KERNEL", True)
+    sharded = simulate(sc, 1024, seed=1, chunk_size=1024, devices=2)
+    monkeypatch.setattr(_simulate, "KERNEL", False)
+    single = simulate(sc, 1024, seed=1, chunk_size=512)
+    for name, x in single.metrics.items():
+        scale = max(np.max(np.abs(x)), 1e-9)
+        assert np.max(np.abs(sharded.metrics[name] - x)) <= 1e-5 * scale, name
