@@ -180,13 +180,11 @@ def _xla_loop(params: Params, prep, state, draw, bounds):
     step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
     dt = params.dt
     make, unpack = _carried_draws(draw)
-    vec, rebuild = _packed_constants(prep) if PACK_CONSTANTS else (None, None)
 
     def advance(t, carry):
-        state, draws, vec = carry
-        p = prep if vec is None else rebuild(vec)
+        state, draws = carry
         normal, uniform = unpack(draws)
-        return step_b(p, t * dt, state, normal, uniform), make(t + 1), None if vec is None else vec * p.one
+        return step_b(prep, t * dt, state, normal, uniform), make(t + 1)
 
     def interval(carry, lo_hi):
         lo, hi = lo_hi
@@ -194,8 +192,8 @@ def _xla_loop(params: Params, prep, state, draw, bounds):
         return carry, observe(params, prep, carry[0], hi * dt)
 
     first = make(jnp.asarray(bounds[0]))
-    (state, _, _), obs = jax.lax.scan(interval, (_vary_like(state, unpack(first)), first, vec),
-                                      (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
+    (state, _), obs = jax.lax.scan(interval, (_vary_like(state, unpack(first)), first),
+                                   (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
     return state, obs
 
 
@@ -228,34 +226,6 @@ def _kernel_loop(params: Params, prep, state, draw, bounds):
         return state, observe(params, prep, state, hi * dt)
 
     return jax.lax.scan(interval, _vary_like(state, draw.ids), (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
-
-
-# An experiment for GPUs, off by default (not yet measured there): XLA's GPU compiler split the step into three
-# kernels each at 94-95 operands and outputs, just under its cap on operands plus outputs per fusion (96 in the
-# XLA seen; the cap looks like the reason for the split), 28-54 of them scalars. With
-# PACK_CONSTANTS the forward loop carries the step's small constants as one vector (changed each step by a
-# multiplication by a run-time 1.0, so that XLA keeps the slicing inside the loop and each kernel reads one
-# operand for all of them). The same values (tests/test_code_shapes.py); scripts/benchmark.py measures it.
-PACK_CONSTANTS = False
-
-
-def _packed_constants(prep):
-    """(vector, rebuild): the float leaves of `prep` with at most 256 elements, raveled into one vector, and the
-    function that rebuilds `prep` from such a vector (the larger leaves as they are)."""
-    leaves, treedef = jax.tree_util.tree_flatten(prep)
-    dtype = prep.one.dtype
-    small = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and x.dtype == dtype and x.size <= 256]
-    vec = jnp.concatenate([leaves[i].reshape(-1) for i in small])
-
-    def rebuild(vec):
-        new, o = list(leaves), 0
-        for i in small:
-            n = leaves[i].size
-            new[i] = vec[o:o + n].reshape(leaves[i].shape)
-            o += n
-        return jax.tree_util.tree_unflatten(treedef, new)
-
-    return vec, rebuild
 
 
 # Whether the loops carry the next step's draws (see `_carried_draws`). None: on CPU only (decided when traced).

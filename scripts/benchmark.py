@@ -11,8 +11,8 @@ compare variants within one run only. Variants:
   and the kernel's parts over the whole horizon in one interval (no reporting dates): the full step, the draws
   alone, threefry's bits alone, and the step on fixed draws (`--kernel-parts`, on by default on a GPU);
 - full model, float32, with the backend-dependent code shapes each way (`_model.MATERIALISE`: intermediates
-  stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice;
-  `_simulate.PACK_CONSTANTS`: the step's constants as one vector, an experiment for GPUs) at the largest chunk;
+  stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice)
+  at the largest chunk;
 - full model, float64 (chunk: a quarter of the paths, at least 16384);
 - full model with the draws of `jax.random.normal`/`uniform` on a key per (block, step) (fold_in), the textbook
   way (what the counter-based draws replaced);
@@ -214,11 +214,10 @@ def main():
                 report(f"  kernel part: {name}, one interval, chunk {n:,}", n, c, best)
         if not x64:  # the backend-dependent code shapes of XLA's loop, each way (the default picks by backend)
             simulate_mod.KERNEL = False
-            for mat, carry, pack in ((True, True, False), (True, False, False), (False, True, False),
-                                     (False, False, False), (False, False, True)):
-                _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = mat, carry, pack
-                chunked(f"  shape: keep {mat:d}, carry draws {carry:d}, pack {pack:d}", chunks[-1])
-            _model.MATERIALISE, simulate_mod.CARRY_DRAWS, simulate_mod.PACK_CONSTANTS = None, None, False
+            for mat, carry in ((True, True), (True, False), (False, True), (False, False)):
+                _model.MATERIALISE, simulate_mod.CARRY_DRAWS = mat, carry
+                chunked(f"  XLA loop shape: keep {mat:d}, carry draws {carry:d}", chunks[-1])
+            _model.MATERIALISE, simulate_mod.CARRY_DRAWS = None, None
             simulate_mod.KERNEL = None
             if args.float32_only:
                 break

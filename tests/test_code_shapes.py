@@ -18,8 +18,8 @@ from jaxstress._sensitivities import KINDS, _per_path, driver_leaves, surrogate,
 from jaxstress._simulate import METRIC_NAMES, PRNG_IMPL, report_steps
 
 N_BLOCKS = 4
-# (_model.MATERIALISE, _simulate.CARRY_DRAWS, _simulate.PACK_CONSTANTS); the packing is the forward loop's only
-SHAPES = {"cpu": (True, True, False), "gpu": (False, False, False), "gpu_packed": (False, False, True)}
+# (_model.MATERIALISE, _simulate.CARRY_DRAWS)
+SHAPES = {"cpu": (True, True), "gpu": (False, False)}
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,11 @@ def x64():
 
 def _under(shape, fn):
     """fn() with the code shapes set, then the defaults (decided by backend) restored."""
-    _model.MATERIALISE, _simulate.CARRY_DRAWS, _simulate.PACK_CONSTANTS = SHAPES[shape]
+    _model.MATERIALISE, _simulate.CARRY_DRAWS = SHAPES[shape]
     try:
         return fn()
     finally:
-        _model.MATERIALISE, _simulate.CARRY_DRAWS, _simulate.PACK_CONSTANTS = None, None, False
+        _model.MATERIALISE, _simulate.CARRY_DRAWS = None, None
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +58,11 @@ def results(x64):
 
         return jax.jit(jax.value_and_grad(f))(driver_leaves(params))
 
-    return {s: (np.asarray(_under(s, metrics)), _under(s, gradient) if s != "gpu_packed" else None) for s in SHAPES}
+    return {s: (np.asarray(_under(s, metrics)), _under(s, gradient)) for s in SHAPES}
 
 
-@pytest.mark.parametrize("shape", ["gpu", "gpu_packed"])
-def test_gpu_shapes_give_the_cpu_metrics(results, shape):
-    cpu, gpu = results["cpu"][0], results[shape][0]
+def test_gpu_shapes_give_the_cpu_metrics(results):
+    cpu, gpu = results["cpu"][0], results["gpu"][0]
     scale = np.max(np.abs(cpu), axis=1, keepdims=True) + 1e-300
     assert np.max(np.abs(gpu - cpu) / scale) < 1e-12
     assert np.all(np.isfinite(gpu))
@@ -79,7 +78,7 @@ def test_gpu_shapes_give_the_cpu_gradient(results):
 
 
 def test_defaults_follow_the_backend():
-    assert _model.MATERIALISE is None and _simulate.CARRY_DRAWS is None and _simulate.PACK_CONSTANTS is False
+    assert _model.MATERIALISE is None and _simulate.CARRY_DRAWS is None and _simulate.KERNEL is None
     assert _model.materialise() == (jax.default_backend() == "cpu")
 
 
