@@ -84,7 +84,8 @@ _SKIP = ("y10_level_pct", "y10_max_level_pct", "regime_logp")
 
 
 def summarize(per_path: dict[str, np.ndarray], level: float = 5.0) -> dict[str, dict[str, float]]:
-    """Metric name -> {"value", "stderr"} for every reported statistic."""
+    """Metric name -> {"value", "stderr"} for every reported statistic. Per-path values in float32 are
+    summarized in float64 (one metric's copy at a time)."""
     out: dict[str, dict[str, float]] = {}
 
     def put(name, pair):
@@ -93,19 +94,20 @@ def summarize(per_path: dict[str, np.ndarray], level: float = 5.0) -> dict[str, 
     for name, x in per_path.items():
         if name in _SKIP:
             continue
+        x = np.asarray(x, np.float64)
         base = name
         put(f"{base}_mean", mean_se(x))
         put(f"{base}_sd", sd_se(x))
         if name in _WITH_QUANTILES:
             for q, pair in zip(TAIL_QUANTILES, quantiles_se(x, TAIL_QUANTILES)):
                 put(f"{base}_q{round(q * 100):02d}", pair)
-    loss = per_path["portfolio_loss"]
+    loss = np.asarray(per_path["portfolio_loss"], np.float64)
     for q, pair in zip((0.95, 0.99), quantiles_se(loss, (0.95, 0.99))):
         put(f"portfolio_loss_var_{round(q * 100)}", pair)
         put(f"portfolio_loss_es_{round(q * 100)}", es_se(loss, q))
     tag = f"{level:g}".replace(".", "p")
-    put(f"prob_y10_above_{tag}pct", prob_se(per_path["y10_level_pct"] > level))
-    put(f"prob_y10_max_above_{tag}pct", prob_se(per_path["y10_max_level_pct"] > level))
+    put(f"prob_y10_above_{tag}pct", prob_se(np.asarray(per_path["y10_level_pct"], np.float64) > level))
+    put(f"prob_y10_max_above_{tag}pct", prob_se(np.asarray(per_path["y10_max_level_pct"], np.float64) > level))
     return out
 
 

@@ -568,7 +568,7 @@ class SimulationResult:
     params: Params
     seed: int
     n_paths: int
-    metrics: dict[str, np.ndarray]  # per path, at the horizon
+    metrics: dict[str, np.ndarray]  # per path, at the horizon, in the simulation's dtype
     snapshots: np.ndarray  # (reports, variables, retained paths)
     variables: tuple[str, ...]
     reports: tuple[int, ...]
@@ -676,9 +676,9 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     sim_dtype = np.dtype(params.values["curve.k"].dtype)
     names = variable_names(params)
     n_vars = len(names)
-    # the outputs are allocated once and filled chunk by chunk (no list of parts and concatenated copy: 10^7 paths
-    # of metrics are 1.6 GB in float64)
-    allm = np.empty((len(METRIC_NAMES), n_paths), np.float64)
+    # the outputs are allocated once and filled chunk by chunk (no list of parts and concatenated copy), in the
+    # simulation's dtype (what the device computed; 10^8 paths of metrics are 8 GB in float32, 16 GB in float64)
+    allm = np.empty((len(METRIC_NAMES), n_paths), sim_dtype)
     snaps = np.empty((len(reports), n_vars, min(n_paths, retain)), sim_dtype)
     metric_parts, snap_parts = [], []
     compile_s = 0.0

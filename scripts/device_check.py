@@ -4,10 +4,11 @@
 
 Runs one chunk of the scenario on the default device (a GPU where one is present) and on the host CPU, in
 float64 (where the two backends' different roundings stay near 1e-12 and per-path results must agree to 1e-6
-relative) and in float32 (where they grow along the path: the agreement is reported, and the means must agree to
-well within their Monte Carlo standard error), then the full gradient of the mean 10y change over every driver in
-float64 (to 1e-6 relative). Exits with status 1 if a check fails. On a machine with only a CPU both sides are the
-CPU, which checks the script itself.
+relative) and in float32 (where they grow along the path: paths must agree to 1e-4 relative, 1e-5 seen, and the
+means to well within their Monte Carlo standard error; a GPU runs the float32 forward as one kernel a reporting
+interval, `_kernel`), then the full gradient of the mean 10y change over every driver in float64 (to 1e-6
+relative). Exits with status 1 if a check fails. On a machine with only a CPU both sides are the CPU, which
+checks the script itself.
 """
 
 import argparse
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstress import load_scenario
+from jaxstress import _kernel, load_scenario
 from jaxstress._sensitivities import KINDS, chunk_gradient, chunk_values
 from jaxstress._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, report_steps, simulate_chunk
 
@@ -70,7 +71,10 @@ def main() -> int:
     ap.add_argument("--scenario", default="april_2025")
     ap.add_argument("--horizon", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--fast-math", action="store_true",
+                    help="the GPU kernel with approximate log and sqrt (_kernel.FAST_MATH, an experiment)")
     args = ap.parse_args()
+    _kernel.FAST_MATH = args.fast_math
     jax.config.update("jax_enable_x64", True)
     acc, cpu = jax.devices()[0], jax.devices("cpu")[0]
     sc = load_scenario(args.scenario, horizon=args.horizon)
@@ -82,7 +86,8 @@ def main() -> int:
         print(f"\n{np.dtype(dtype).name}: {'metric':28s} {'paths within 1e-6':>18s} {'worst rel':>10s} "
               f"{'|d mean|/se':>12s}")
         for name, share, worst, z in compare(a, b):
-            bad = (share < 0.999 if dtype == jnp.float64 else False) or z > 0.1 or not np.isfinite(worst)
+            # float32: rounding grows along a path (1e-5 seen between an H200 and the CPU); a wrong kernel is O(1)
+            bad = (share < 0.999 if dtype == jnp.float64 else worst > 1e-4) or z > 0.1 or not np.isfinite(worst)
             ok &= not bad
             print(f"         {name:28s} {share:18.4f} {worst:10.2e} {z:12.4f}{'  FAIL' if bad else ''}")
     nbg = max(1, nb // 4)

@@ -44,3 +44,11 @@ def test_statistics_of_huge_finite_values_are_finite_and_scale(x):
         per_path = {name: x * scale for name in METRIC_NAMES}
         out = summarize(per_path)
     assert all(np.isfinite(v["value"]) and np.isfinite(v["stderr"]) for v in out.values())
+
+
+def test_float32_paths_summarize_as_their_float64_values(x):
+    """A float32 run keeps its per-path metrics in float32 (half the host memory); the summary is computed in
+    float64 and equals, exactly, the summary of the same values held in float64."""
+    per_path = {name: (x * (i + 1)).astype(np.float32) for i, name in enumerate(METRIC_NAMES)}
+    wide = {name: v.astype(np.float64) for name, v in per_path.items()}
+    assert summarize(per_path, level=1.3) == summarize(wide, level=1.3)
