@@ -9,6 +9,9 @@ std((L - VaR_q)+) / ((1 - q) sqrt(n)).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -83,24 +86,48 @@ _WITH_QUANTILES = ("y2_change_bp", "y10_change_bp", "y30_change_bp", "y10_max_ri
 _SKIP = ("y10_level_pct", "y10_max_level_pct", "regime_logp")
 
 
-def summarize(per_path: dict[str, np.ndarray], level: float = 5.0) -> dict[str, dict[str, float]]:
+def _metric_stats(name: str, x: np.ndarray) -> list[tuple[str, tuple[float, float]]]:
+    """(statistic name, (value, stderr)) of one per-path metric, computed in float64."""
+    x = np.asarray(x, np.float64)
+    out = [(f"{name}_mean", mean_se(x)), (f"{name}_sd", sd_se(x))]
+    if name in _WITH_QUANTILES:
+        pairs = quantiles_se(x, TAIL_QUANTILES)
+        out += [(f"{name}_q{round(q * 100):02d}", pair) for q, pair in zip(TAIL_QUANTILES, pairs)]
+    return out
+
+
+def summary_workers(n_paths: int) -> int:
+    """Threads for `summarize` (NumPy releases the GIL in its sorts and reductions): up to 8 CPU cores, as many as
+    the transient float64 copies of a metric (about 4 x 8 bytes a path each) fit in a quarter of the available
+    memory."""
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: assume enough for two
+        avail = 2 * 4 * 32 * n_paths
+    return max(1, min(os.cpu_count() or 1, 8, int(avail / 4 / (32 * max(n_paths, 1)))))
+
+
+def summarize(per_path: dict[str, np.ndarray], level: float = 5.0,
+              workers: int | None = None) -> dict[str, dict[str, float]]:
     """Metric name -> {"value", "stderr"} for every reported statistic. Per-path values in float32 are
-    summarized in float64 (one metric's copy at a time)."""
+    summarized in float64 (one copy per metric in flight). The metrics are summarized in `workers` threads
+    (None: `summary_workers`), with the same results as one."""
     out: dict[str, dict[str, float]] = {}
 
     def put(name, pair):
         out[name] = {"value": pair[0], "stderr": pair[1]}
 
-    for name, x in per_path.items():
-        if name in _SKIP:
-            continue
-        x = np.asarray(x, np.float64)
-        base = name
-        put(f"{base}_mean", mean_se(x))
-        put(f"{base}_sd", sd_se(x))
-        if name in _WITH_QUANTILES:
-            for q, pair in zip(TAIL_QUANTILES, quantiles_se(x, TAIL_QUANTILES)):
-                put(f"{base}_q{round(q * 100):02d}", pair)
+    items = [(name, x) for name, x in per_path.items() if name not in _SKIP]
+    n = max((np.size(x) for _, x in items), default=0)
+    workers = summary_workers(n) if workers is None else workers
+    if workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(min(workers, len(items))) as pool:
+            stats = list(pool.map(lambda item: _metric_stats(*item), items))
+    else:
+        stats = [_metric_stats(*item) for item in items]
+    for rows in stats:
+        for name, pair in rows:
+            put(name, pair)
     loss = np.asarray(per_path["portfolio_loss"], np.float64)
     for q, pair in zip((0.95, 0.99), quantiles_se(loss, (0.95, 0.99))):
         put(f"portfolio_loss_var_{round(q * 100)}", pair)

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jaxstress._metrics import es_se, mean_se, quantile_se, sd_se, summarize
+from jaxstress._metrics import es_se, mean_se, quantile_se, sd_se, summarize, summary_workers
 from jaxstress._simulate import METRIC_NAMES
 
 N = 20_000
@@ -52,3 +52,11 @@ def test_float32_paths_summarize_as_their_float64_values(x):
     per_path = {name: (x * (i + 1)).astype(np.float32) for i, name in enumerate(METRIC_NAMES)}
     wide = {name: v.astype(np.float64) for name, v in per_path.items()}
     assert summarize(per_path, level=1.3) == summarize(wide, level=1.3)
+
+
+def test_summaries_in_threads_equal_one_thread(x):
+    per_path = {name: x * (i + 1) for i, name in enumerate(METRIC_NAMES)}
+    one = summarize(per_path, workers=1)
+    assert list(summarize(per_path, workers=4)) == list(one)  # same statistics in the same order
+    assert summarize(per_path, workers=4) == one
+    assert summary_workers(N) >= 1
