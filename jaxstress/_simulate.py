@@ -14,6 +14,7 @@ the reporting dates are kept and the portfolio is revalued only there. Within an
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 
@@ -197,10 +198,16 @@ def _xla_loop(params: Params, prep, state, draw, bounds):
     return state, obs
 
 
+def kernel_setting(value: str | None) -> bool | None:
+    """`KERNEL` from the environment variable JAXSTRESS_GPU_KERNEL: "0" turns the GPU kernel off (XLA's loop
+    everywhere, e.g. where Triton cannot compile it), unset or anything else leaves the default."""
+    return False if value is not None and value.strip().lower() in ("0", "off", "false", "no") else None
+
+
 # Whether the forward loop over each reporting interval is one Pallas kernel (`_kernel`) instead of XLA's loop.
 # None: on a GPU, in float32, for keyed draws (decided when traced). On a CPU the kernel runs in Pallas'
 # interpreter only (for tests: same values, slow).
-KERNEL: bool | None = None
+KERNEL: bool | None = kernel_setting(os.environ.get("JAXSTRESS_GPU_KERNEL"))
 
 
 def use_kernel(draw, dtype) -> bool | str:

@@ -105,3 +105,8 @@ def test_kernel_sharded_over_devices_equals_one_device(monkeypatch):
     for name, x in single.metrics.items():
         scale = max(np.max(np.abs(x)), 1e-9)
         assert np.max(np.abs(sharded.metrics[name] - x)) <= 1e-5 * scale, name
+
+
+@pytest.mark.parametrize("value, setting", [(None, None), ("0", False), ("off", False), ("1", None), ("", None)])
+def test_environment_turns_the_kernel_off(value, setting):
+    assert _simulate.kernel_setting(value) is setting
