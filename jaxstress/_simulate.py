@@ -206,7 +206,8 @@ def kernel_setting(value: str | None) -> bool | None:
 
 # Whether the forward loop over each reporting interval is one Pallas kernel (`_kernel`) instead of XLA's loop.
 # None: on a GPU, in float32, for keyed draws (decided when traced). On a CPU the kernel runs in Pallas'
-# interpreter only (for tests: same values, slow).
+# interpreter only (for tests: same values, slow). Like the other code-shape settings it is read when a function
+# is traced, so a change after a jitted function (`simulate_chunk`, say) has run affects only new traces.
 KERNEL: bool | None = kernel_setting(os.environ.get("JAXSTRESS_GPU_KERNEL"))
 
 
