@@ -12,6 +12,7 @@ collectives on CPU) and a one-process reference run beside them; the outputs mus
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -173,6 +174,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# the pieces gloo's C++ writes (one write each) when it logs its peers; threads interleave them
+_GLOO_LOG = re.compile(r"\[Gloo\] Rank | is connected to | peer ranks\. Expected number of connected peer ranks is : "
+                       r"|\d+|\s")
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     """Two processes on loopback split 3 chunks (2 + 1, the last one partly padding); process 0 merges and
@@ -200,7 +206,7 @@ def test_two_processes_equal_one(tmp_path):
                 p.wait()
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
-        assert all(line.startswith("[Gloo]") for line in out.splitlines()), out  # gloo's C++ logs its peers
+        assert not _GLOO_LOG.sub("", out), out  # --quiet: nothing on stdout but gloo's logs
     assert sorted(x.name for x in dist.iterdir()) == ["out"]  # only process 0 wrote, and nothing else is left
     single, merged = tmp_path / "single", dist / "out"
     a, b = (json.loads((d / "summary.json").read_text()) for d in (single, merged))
