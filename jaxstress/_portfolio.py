@@ -88,8 +88,14 @@ def price_bond(
     live = times > 0.0
     safe = jnp.where(live, times, 1.0)  # keep masked entries away from t <= 0 (finite values and gradients)
     y = zero_fn(safe.reshape(-1))
-    y = y.reshape(y.shape[:-1] + safe.shape)
-    return jnp.sum(jnp.where(live, amounts * jnp.exp(-y * safe), 0.0), axis=-1)
+    disc = jnp.exp(-y * safe.reshape(-1))
+    # the sums over each bond's payments as one product with a block-diagonal matrix of the live amounts: on CPU
+    # several times faster than a sum along the short last axis of (paths, bonds, payments)
+    s, k = coupon.size, MAX_PAYMENTS
+    weights = jnp.where(live, amounts, 0.0).reshape(s, k)
+    disc = disc.reshape(disc.shape[:-1] + (s, k))
+    price = jnp.einsum("...sk,sk->...s", disc, weights, precision=jax.lax.Precision.HIGHEST)
+    return price.reshape(price.shape[:-1] + coupon.shape)
 
 
 def _received(coupon: Float[Array, " n"], maturity: Float[Array, " n"], t: Float[Array, ""]) -> Float[Array, " n"]:
