@@ -89,8 +89,9 @@ def price_bond(
     safe = jnp.where(live, times, 1.0)  # keep masked entries away from t <= 0 (finite values and gradients)
     y = zero_fn(safe.reshape(-1))
     disc = jnp.exp(-y * safe.reshape(-1))
-    # the sums over each bond's payments as one product with a block-diagonal matrix of the live amounts: on CPU
-    # several times faster than a sum along the short last axis of (paths, bonds, payments)
+    # each bond's sum over its payments as one einsum with the live amounts (zero for payments already made, whose
+    # discount factors at the placeholder time 1 are finite): on CPU 1.7x faster than a masked sum along the
+    # short last axis of (paths, bonds, payments)
     s, k = coupon.size, MAX_PAYMENTS
     weights = jnp.where(live, amounts, 0.0).reshape(s, k)
     disc = disc.reshape(disc.shape[:-1] + (s, k))
