@@ -411,17 +411,23 @@ def draw_value(bits, k: int, dtype, **icdf):
     return _normal_icdf32(v, **icdf)
 
 
+def _word_pairs(k0, k1, ids, t, dtype, **icdf) -> list[tuple[jax.Array, jax.Array]]:
+    """The 12 draws of step t as the 6 pairs (word j, word j + 6) that threefry2x32(key, (ids, 6 t + j)) gives,
+    each word as a normal or a uniform (`draw_value`)."""
+    c = jnp.asarray(t).astype(jnp.uint32) * np.uint32(6)
+    pairs = []
+    for j in range(6):
+        w0, w1 = threefry2x32(k0, k1, ids, c + np.uint32(j))
+        pairs.append((draw_value(w0, j, dtype, **icdf), draw_value(w1, j + 6, dtype, **icdf)))
+    return pairs
+
+
 def draws_at(k0, k1, ids, t, dtype, **icdf):
     """The draws of step t for the paths with counters `ids` under the key words (k0, k1): (10 normals, 2
     uniforms) as in `_BlockDraws`, unpacked (the same values; the GPU kernel's form). `icdf`: the float32
     normal quantile's `log` and `sqrt` (`_normal_icdf32`)."""
-    c = jnp.asarray(t).astype(jnp.uint32) * np.uint32(6)
-    first, second = [], []
-    for j in range(6):
-        w0, w1 = threefry2x32(k0, k1, ids, c + np.uint32(j))
-        first.append(draw_value(w0, j, dtype, **icdf))
-        second.append(draw_value(w1, j + 6, dtype, **icdf))
-    words = first + second
+    pairs = _word_pairs(k0, k1, ids, t, dtype, **icdf)
+    words = [a for a, _ in pairs] + [b for _, b in pairs]
     return tuple(words[:N_NORMAL]), tuple(words[N_NORMAL:])
 
 
@@ -452,16 +458,9 @@ class _BlockDraws(eqx.Module):
                     + jnp.arange(BLOCK, dtype=jnp.uint32)[None, :]).reshape(-1)
         self.dtype = jnp.dtype(dtype)
 
-    def _value(self, bits, k: int):
-        return draw_value(bits, k, self.dtype)
-
     def packed(self, t):
-        c = jnp.asarray(t).astype(jnp.uint32) * 6
-        out = []
-        for j in range(6):
-            w0, w1 = threefry2x32(self.kd[0], self.kd[1], self.ids, c + np.uint32(j))
-            out.append(jax.lax.complex(self._value(w0, j), self._value(w1, j + 6)))
-        return tuple(out)
+        pairs = _word_pairs(self.kd[0], self.kd[1], self.ids, t, self.dtype)
+        return tuple(jax.lax.complex(a, b) for a, b in pairs)
 
     def unpack(self, packed):
         words = [jnp.real(x) for x in packed] + [jnp.imag(x) for x in packed]
