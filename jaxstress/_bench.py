@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ._config import Scenario
-from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, default_chunk_size, report_steps, simulate_chunk
+from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, default_chunk_size, report_steps, simulate_chunk, snapshot_paths
 
 
 def peak_rss_gb() -> float:
@@ -39,10 +39,11 @@ def _timed(fn, *args):
 
 
 def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_chunk_size: int | None = None,
-          grad: bool = True, dtype=None) -> dict:
-    """Forward: `paths` paths over the scenario's horizon; gradient: the full gradient of y10_change_bp_mean
-    over every driver, on the same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None:
-    16,384 on CPU, sized to an accelerator's memory (`default_chunk_size`)."""
+          grad: bool = True, dtype=None, retain: int = 200_000) -> dict:
+    """Forward: `paths` paths over the scenario's horizon, keeping the reporting dates of the first `retain` paths
+    as `simulate` does (its default); gradient: the full gradient of y10_change_bp_mean over every driver, on the
+    same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None: 16,384 on CPU, sized to an
+    accelerator's memory (`default_chunk_size`). Every compiled shape is warmed up before the timed runs."""
     from ._sensitivities import KINDS, chunk_gradient
 
     params = scenario.params(dtype)
@@ -57,20 +58,25 @@ def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_ch
     fwd_blocks = max(1, min(blocks, chunk_size // BLOCK))
     n_fwd = -(-blocks // fwd_blocks)
 
+    done = n_fwd * fwd_blocks * BLOCK
+    snaps = [snapshot_paths(c, fwd_blocks * BLOCK, done, retain) for c in range(n_fwd)]
+
     def forward_all():
         out = None
         for c in range(n_fwd):
-            out = simulate_chunk(params, key, jnp.asarray(c * fwd_blocks, jnp.uint32), fwd_blocks, reports)
+            out = simulate_chunk(params, key, jnp.asarray(c * fwd_blocks, jnp.uint32), fwd_blocks, reports, snaps[c])
         return out
 
-    _, compile_s = _timed(simulate_chunk, params, key, jnp.asarray(0, jnp.uint32), fwd_blocks, reports)
+    _, compile_s = _timed(simulate_chunk, params, key, jnp.asarray(0, jnp.uint32), fwd_blocks, reports, snaps[0])
+    for k in sorted(set(snaps[1:]) - {snaps[0]}):  # the other chunks' shapes (fewer or no snapshots)
+        _timed(simulate_chunk, params, key, jnp.asarray(0, jnp.uint32), fwd_blocks, reports, k)
     _, fwd_s = _timed(forward_all)
-    done = n_fwd * fwd_blocks * BLOCK
     result = {
         "scenario": scenario.name,
         "paths": done,
         "steps": steps,
         "chunk_size": fwd_blocks * BLOCK,
+        "snapshot_paths": min(done, retain),
         "dtype": str(params.values["curve.k"].dtype),
         "device": str(jax.devices()[0]),
         "backend": jax.default_backend(),
@@ -112,7 +118,7 @@ def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_ch
 def format_bench(r: dict) -> str:
     lines = [f"{r['scenario']}: {r['paths']:,} paths x {r['steps']} steps on {r['device']} ({r['dtype']})",
              f"  forward            {r['path_steps_per_s'] / 1e6:10.2f} M path-steps/s  ({r['forward_s']:.2f} s, "
-             f"chunk {r['chunk_size']:,})",
+             f"chunk {r['chunk_size']:,}; reporting dates of {r['snapshot_paths']:,} paths)",
              f"  compile (forward)  {r['compile_s']:10.2f} s (first chunk, includes its run)"]
     if "grad_over_forward" in r:
         lines += [f"  gradient           {r['gradient_s']:10.2f} s for {r['grad_paths']:,} paths "

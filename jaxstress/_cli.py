@@ -26,6 +26,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -41,8 +51,8 @@ def _seed(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= v < 2**63:
-        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2^63), got {v}")
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2^32), got {v}")
     return v
 
 
@@ -121,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--grad-chunk-size", type=_positive_int,
                     help="gradient chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--no-grad", action="store_true", help="forward only")
+    bn.add_argument("--retain", type=_nonneg_int, default=200_000,
+                    help="paths whose reporting dates are kept, as in a run (default 200000, run's default); the "
+                         "others are observed at the horizon only")
     bn.add_argument("--float64", action="store_true", help="benchmark float64")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -292,7 +305,7 @@ def cmd_bench(args) -> int:
     spy = probe.config["simulation"]["steps_per_year"]
     scenario = load_scenario(args.scenario, horizon=args.steps / spy) if args.steps else probe
     r = bench(scenario, args.paths, chunk_size=args.chunk_size, grad_chunk_size=args.grad_chunk_size,
-              grad=not args.no_grad)
+              grad=not args.no_grad, retain=args.retain)
     print(json.dumps(r) if args.json else format_bench(r))
     return 0
 

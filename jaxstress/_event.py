@@ -61,7 +61,7 @@ from ._output import atomic_file
 from ._reverse import Driver, finite_block_draws, resolve_drivers, set_values
 from ._schema import SECTIONS
 from ._sensitivities import _score
-from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, horizon_metrics
+from ._simulate import BLOCK, METRIC_NAMES, horizon_metrics, seed_key
 
 STEPS_PER_YEAR = 252
 
@@ -193,7 +193,7 @@ class _Model:
     def __call__(self, x_fit, seed, observed, weights, scale):
         x = self.x0.copy()
         x[self.fit_idx] = x_fit
-        key = jax.random.key(seed, impl=PRNG_IMPL)
+        key = seed_key(seed)
         (loss, (means, sds)), g = _loss_and_grad(
             jnp.asarray(x, self.dtype), self.params, self.slots, key, self.n_blocks,
             jnp.asarray(observed, self.dtype), jnp.asarray(weights, self.dtype), jnp.asarray(scale, self.dtype))

@@ -29,7 +29,7 @@ import numpy as np
 from ._config import Params, Scenario
 from ._errors import ConfigError
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
-from ._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, _block_draws, default_chunk_size, horizon_metrics
+from ._simulate import BLOCK, METRIC_NAMES, _block_draws, default_chunk_size, horizon_metrics, seed_key
 
 _MEAN = re.compile(r"^(?P<base>\w+?)_mean$")
 _Q = re.compile(r"^(?P<base>\w+?)_(?:q|var_)(?P<q>\d\d)$")
@@ -198,7 +198,7 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
     """
     spec = parse_metric(metric)
     n_blocks = -(-n_paths // BLOCK)
-    key = jax.random.key(seed, impl=PRNG_IMPL)
+    key = seed_key(seed)
     vals, logp = _per_path(params, key, jnp.asarray(0, jnp.uint32), n_blocks, METRIC_NAMES.index(spec.base))
     if spec.kind in ("quantile", "es") and var is None:
         var = jnp.quantile(jax.lax.stop_gradient(vals), spec.q)
@@ -234,7 +234,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     chunk_blocks = max(1, min(-(-chunk_size // BLOCK), blocks // 8 if blocks >= 8 else 1))
     n_chunks = -(-blocks // chunk_blocks)
     blocks = n_chunks * chunk_blocks
-    key = jax.random.key(seed, impl=PRNG_IMPL)
+    key = seed_key(seed)
     t0 = time.perf_counter()
     base_ix = jnp.asarray(METRIC_NAMES.index(spec.base), jnp.int32)
     vals = np.concatenate([np.asarray(chunk_values(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32),

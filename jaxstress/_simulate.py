@@ -1,6 +1,6 @@
 """Simulation: one jitted function advances a chunk of paths over the horizon with `lax.scan`.
 
-Random numbers are counter-based: threefry-2x32 of (path index, step) under the seed's key (`_BlockDraws`), so
+Random numbers are counter-based: Philox-2x32 of (path index, step) under the seed's key (`_BlockDraws`), so
 the draws of a path depend only on the seed and its index, and results are identical for any chunk size, device
 count or process count (chunks are whole numbers of blocks of `BLOCK` paths). Callers may instead inject the
 draws (`simulate_draws`) for common random numbers.
@@ -31,7 +31,7 @@ from ._model import N_NORMAL, Prep, State, cpu_shape, initial_state, next_regime
 from ._portfolio import portfolio_value
 
 BLOCK = 256
-PRNG_IMPL = "threefry2x32"  # the seed's key; draws are counter-based threefry on (path index, step)
+PRNG_IMPL = "threefry2x32"  # the seed's key (its data words key the counter-based draws, `counter_bits`)
 PATHS_AXIS = "paths"  # the mesh axis that path blocks are sharded along
 
 
@@ -100,10 +100,14 @@ def observe_columns(params: Params, prep: Prep, s: State, t) -> list:
     )
 
 
-def _observe_initial(params: Params, prep: Prep, s0: State, n_paths: int) -> jax.Array:
-    """The reported variables at t = 0, the same on every path: observed once and broadcast, (variables, paths)."""
-    one = observe(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
-    return jnp.broadcast_to(one[:, None], (one.shape[0], n_paths))
+def _observe_initial(params: Params, prep: Prep, s0: State) -> jax.Array:
+    """The reported variables at t = 0, the same on every path: observed once, shape (variables,)."""
+    return observe(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
+
+
+def _head(tree, k: int):
+    """The first k paths of a batch of states (every leaf has the paths on its leading axis)."""
+    return jax.tree_util.tree_map(lambda x: x[:k], tree)
 
 
 METRIC_NAMES = (
@@ -150,34 +154,60 @@ def path_metrics(names: tuple[str, ...], obs0, obs1, s: State) -> jax.Array:
     return jnp.stack([jnp.broadcast_to(cols[n], obs1[0].shape) for n in METRIC_NAMES])
 
 
-def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, ...]):
+def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, ...], snap_paths: int | None = None):
     """Core loop shared by the keyed and the injected-draws entry points. Returns (metrics, snapshots, final).
 
     An outer `lax.scan` runs over the reporting intervals; inside each, a `fori_loop` with traced bounds advances
     the paths step by step (one compiled loop body however many reporting dates there are), and the reporting
     variables are observed once per interval. Forward only: gradients use `final_state` (a checkpointed scan).
+
+    snap_paths: the snapshots (reports, variables, snap_paths) are those of the first snap_paths paths (static;
+    None: all). The metrics need only the horizon's observation, so the paths past them are observed once, at the
+    horizon: a run keeps the reporting dates of its first `retain` paths only (`simulate`), and on an H100 the
+    observations at the reporting dates cost ~28% of a one-year run of 4M paths that were all observed.
     """
+    k = n_paths if snap_paths is None else snap_paths
+    if not 0 <= k <= n_paths:
+        raise ValueError(f"snap_paths must be in [0, {n_paths}], got {snap_paths}")
     prep = prepare(params)
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
-    obs0 = _observe_initial(params, prep, s0, n_paths)
+    obs0 = _observe_initial(params, prep, s0)
     bounds = np.asarray(reports, np.int32)
 
     kernel = use_kernel(draw, prep.one.dtype)
     if kernel == "cuda":  # the kernel where this is lowered for an NVIDIA GPU, XLA's loop elsewhere
-        state, obs = jax.lax.platform_dependent(cuda=lambda: _kernel_loop(params, prep, state, draw, bounds),
-                                                default=lambda: _xla_loop(params, prep, state, draw, bounds))
+        state, obs = jax.lax.platform_dependent(cuda=lambda: _kernel_loop(params, prep, state, draw, bounds, k),
+                                                default=lambda: _xla_loop(params, prep, state, draw, bounds, k))
     else:
-        state, obs = (_kernel_loop if kernel else _xla_loop)(params, prep, state, draw, bounds)
-    snaps = jnp.concatenate([obs0[None], obs], axis=0)
-    metrics = path_metrics(names, obs0, snaps[-1], state)
+        state, obs = (_kernel_loop if kernel else _xla_loop)(params, prep, state, draw, bounds, k)
+    if k:
+        snaps = jnp.concatenate([jnp.broadcast_to(obs0[None, :, None], (1, obs0.shape[0], k)), obs], axis=0)
+    else:
+        snaps = jnp.zeros((len(reports), obs0.shape[0], 0), obs0.dtype)
+    # the metrics from the horizon's observation of every path, made here whatever k is (so the same code gives
+    # them in every variant: bitwise the same per path), not from the loop's, which observes the first k
+    obs1 = observe(params, prep, state, bounds[-1] * params.dt)
+    metrics = path_metrics(names, obs0, obs1, state)
     return metrics, snaps, state
 
 
-def _xla_loop(params: Params, prep, state, draw, bounds):
+def _observed(params: Params, prep, k: int, interval: Callable, state_of: Callable = lambda carry: carry):
+    """`interval` (carry, lo_hi) -> carry, for `lax.scan`, with the observations of the first k paths at the
+    interval's end as its output (None when k = 0); `state_of(carry)` is the state."""
+    dt = params.dt
+
+    def fn(carry, lo_hi):
+        carry = interval(carry, lo_hi)
+        return carry, (observe(params, prep, _head(state_of(carry), k), lo_hi[1] * dt) if k else None)
+
+    return fn
+
+
+def _xla_loop(params: Params, prep, state, draw, bounds, k: int):
     """`_simulate`'s loop as XLA's: `fori_loop` over the steps of each reporting interval. Returns the final
-    state and the observations at the ends of the intervals."""
+    state and the observations of the first k paths at the ends of the intervals."""
     step_b = jax.vmap(step, in_axes=(None, None, 0, 0, 0))
     dt = params.dt
     make, unpack = _carried_draws(draw)
@@ -188,12 +218,11 @@ def _xla_loop(params: Params, prep, state, draw, bounds):
         return step_b(prep, t * dt, state, normal, uniform), make(t + 1)
 
     def interval(carry, lo_hi):
-        lo, hi = lo_hi
-        carry = jax.lax.fori_loop(lo, hi, advance, carry)
-        return carry, observe(params, prep, carry[0], hi * dt)
+        return jax.lax.fori_loop(lo_hi[0], lo_hi[1], advance, carry)
 
     first = make(jnp.asarray(bounds[0]))
-    (state, _), obs = jax.lax.scan(interval, (_vary_like(state, unpack(first)), first),
+    (state, _), obs = jax.lax.scan(_observed(params, prep, k, interval, lambda c: c[0]),
+                                   (_vary_like(state, unpack(first)), first),
                                    (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
     return state, obs
 
@@ -221,19 +250,17 @@ def use_kernel(draw, dtype) -> bool | str:
     return KERNEL
 
 
-def _kernel_loop(params: Params, prep, state, draw, bounds):
+def _kernel_loop(params: Params, prep, state, draw, bounds, k: int):
     """`_xla_loop` with each reporting interval advanced by `_kernel.advance`."""
     from . import _kernel
 
     interpret = jax.default_backend() == "cpu"
-    dt = params.dt
 
     def interval(state, lo_hi):
-        lo, hi = lo_hi
-        state = _kernel.advance(prep, state, draw.kd, draw.ids, lo, hi, draws_at, interpret=interpret)
-        return state, observe(params, prep, state, hi * dt)
+        return _kernel.advance(prep, state, draw.kd, draw.ids, lo_hi[0], lo_hi[1], draws_at, interpret=interpret)
 
-    return jax.lax.scan(interval, _vary_like(state, draw.ids), (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
+    return jax.lax.scan(_observed(params, prep, k, interval), _vary_like(state, draw.ids),
+                        (jnp.asarray(bounds[:-1]), jnp.asarray(bounds[1:])))
 
 
 # Whether the loops carry the next step's draws (see `_carried_draws`). None: on CPU only (decided when traced).
@@ -244,7 +271,7 @@ def _carried_draws(draw: Callable):
     """(make, unpack): the loops carry make(t + 1), made in step t, and step t + 1 reads unpack(carried).
 
     Carried draws are materialised once; made in the iteration that uses them, XLA fuses them, integer rounds and
-    all, into every consumer. `_BlockDraws` are carried packed (one output per threefry call, see there);
+    all, into every consumer. `_BlockDraws` are carried packed (one output per generator call, see there);
     injected draws as they are. Where that recomputation is cheaper than the memory traffic of a carried copy
     (a GPU; `CARRY_DRAWS`), the loops carry the step index (and the generator) and `_BlockDraws` are made where
     they are used."""
@@ -367,6 +394,58 @@ def threefry2x32(k0, k1, x0, x1):
     return x0, x1
 
 
+_PHILOX_M, _PHILOX_W = np.uint32(0xD256D193), np.uint32(0x9E3779B9)  # Random123's philox2x32 constants
+
+
+def philox2x32(k, x0, x1):
+    """Philox-2x32 (10 rounds, Salmon et al. 2011) of the counter pairs (x0, x1) under the 32-bit key k.
+
+    Random123's known answers (tested). A round is one 32 x 32 -> 64-bit product, its high word xored into the
+    other word with the round's key: on an NVIDIA GPU a `mul.wide.u32` and a three-input xor, against threefry's
+    adds, rotations and xors on the slower integer pipe (the GPU kernel's draws were bound by them). The product
+    is taken in uint64, which needs 64-bit types for the duration (JAX's x64 flag is off in float32 runs).
+    """
+    with jax.enable_x64(True):
+        for _ in range(10):
+            prod = x0.astype(jnp.uint64) * np.uint64(_PHILOX_M)
+            x0, x1 = (prod >> np.uint64(32)).astype(jnp.uint32) ^ k ^ x1, prod.astype(jnp.uint32)
+            k = k + _PHILOX_W
+    return x0, x1
+
+
+# The counter-based generator of the draws: "philox2x32" (the default) or "threefry2x32" (JAX's own, the engine's
+# draws before). On an H100 Philox's bits cost 13.5 ps a path-step in the GPU kernel against threefry's 28 (the
+# draws with their normal quantiles 37.5 against 53), the full one-year run 1.23x faster; on a 2-core CPU the
+# whole step is ~5% slower with it (40.5 against 38.5 ns a path-step: XLA's CPU code for the 64-bit products).
+# Read when a function is traced, like the other code-shape settings. Every random number depends on it.
+COUNTER_RNG = "philox2x32"
+COUNTER_RNGS = ("philox2x32", "threefry2x32")
+
+
+def counter_bits(k0, k1, x0, x1):
+    """The two 32-bit words of the counter pairs (x0, x1) under the key words (k0, k1), by `COUNTER_RNG`.
+
+    Philox takes one key word: k1 ^ (k0 * golden ratio). `jax.random.key(seed)` has k0 = 0 and k1 = seed for
+    seeds below 2^32 (`check_seed`), so each such seed has its own key."""
+    if COUNTER_RNG == "philox2x32":
+        return philox2x32(k1 ^ (k0 * _PHILOX_W), x0, x1)
+    if COUNTER_RNG == "threefry2x32":
+        return threefry2x32(k0, k1, x0, x1)
+    raise ValueError(f"COUNTER_RNG must be one of {', '.join(COUNTER_RNGS)}, got {COUNTER_RNG!r}")
+
+
+def check_seed(seed: int) -> int:
+    """The seed if it is an integer in [0, 2^32) (each such seed has its own random streams), else ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2^32), got {seed!r}")
+    return int(seed)
+
+
+def seed_key(seed: int) -> jax.Array:
+    """The random key of a seed in [0, 2^32) (`check_seed`)."""
+    return jax.random.key(check_seed(seed), impl=PRNG_IMPL)
+
+
 # Giles (2010), "Approximating the erfinv function", single precision: erfinv(v) = v p(w), w = -log(1 - v^2), with
 # one polynomial for w < 5 (|v| < 0.9966) and one in sqrt(w) beyond; highest degree first
 _GILES_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
@@ -391,7 +470,7 @@ def _normal_icdf32(v, log=jnp.log, sqrt=jnp.sqrt):
 
 
 def draw_value(bits, k: int, dtype, **icdf):
-    """Word k (0..11, in the order of threefry_2x32 on the concatenated counters) as a normal or a uniform.
+    """Word k (0..11: word 0 of the calls j = 0..5, then their word 1) as a normal or a uniform.
 
     Exact arithmetic keeps every value strictly inside the open interval: v = 2u - 1 is an odd multiple of
     2^-b with |v| <= 1 - 2^-b (b = 24 bits in float32, 32 in float64), and the uniforms are (k + 1/2) 2^-b'
@@ -412,12 +491,12 @@ def draw_value(bits, k: int, dtype, **icdf):
 
 
 def _word_pairs(k0, k1, ids, t, dtype, **icdf) -> list[tuple[jax.Array, jax.Array]]:
-    """The 12 draws of step t as the 6 pairs (word j, word j + 6) that threefry2x32(key, (ids, 6 t + j)) gives,
-    each word as a normal or a uniform (`draw_value`)."""
+    """The 12 draws of step t as the 6 pairs (word j, word j + 6) that the generator (`counter_bits`) gives for the
+    counters (ids, 6 t + j), each word as a normal or a uniform (`draw_value`)."""
     c = jnp.asarray(t).astype(jnp.uint32) * np.uint32(6)
     pairs = []
     for j in range(6):
-        w0, w1 = threefry2x32(k0, k1, ids, c + np.uint32(j))
+        w0, w1 = counter_bits(k0, k1, ids, c + np.uint32(j))
         pairs.append((draw_value(w0, j, dtype, **icdf), draw_value(w1, j + 6, dtype, **icdf)))
     return pairs
 
@@ -434,15 +513,15 @@ def draws_at(k0, k1, ids, t, dtype, **icdf):
 class _BlockDraws(eqx.Module):
     """Draws for the paths of the given blocks: counter-based, so path i's stream depends only on the seed and i.
 
-    Each path-step needs 12 uniforms: the two 32-bit words of threefry2x32(key, (path index, 6 t + j)) for
-    j = 0..5. Ten become standard normals by the inverse CDF (sqrt(2) erfinv(2u - 1)), two stay uniforms in
-    (0, 1). Elementwise in the path index, the result is the same however paths are chunked or sharded.
-    Calling it with a step t gives (10 normals, 2 uniforms), each an array of shape (paths,) (separate arrays,
-    so each is contiguous and the step reads it without strides).
+    Each path-step needs 12 uniforms: the two 32-bit words of the generator (`counter_bits`, Philox-2x32 by
+    default) at the counters (path index, 6 t + j) for j = 0..5. Ten become standard normals by the inverse CDF
+    (sqrt(2) erfinv(2u - 1)), two stay uniforms in (0, 1). Elementwise in the path index, the result is the same
+    however paths are chunked or sharded. Calling it with a step t gives (10 normals, 2 uniforms), each an array
+    of shape (paths,) (separate arrays, so each is contiguous and the step reads it without strides).
 
-    `packed(t)` gives the same draws as 6 complex arrays, the two values from one threefry call as the real and
+    `packed(t)` gives the same draws as 6 complex arrays, the two values from one generator call as the real and
     imaginary part of one element, and `unpack` turns them back. The simulation loop carries the packed draws
-    of the next step: one output per threefry call means each call is evaluated once (XLA's CPU backend has
+    of the next step: one output per generator call means each call is evaluated once (XLA's CPU backend has
     no multi-output fusion, so two separate outputs would each recompute it), and a loop-carried value is
     materialised, where draws made in the iteration that uses them get fused, integer rounds and all, into
     every consumer (an optimization barrier does not survive XLA's CPU pipeline).
@@ -475,9 +554,10 @@ def _block_draws(key, block_ids, dtype) -> _BlockDraws:
     return _BlockDraws(key, block_ids, dtype)
 
 
-def _run_blocks(params: Params, key: jax.Array, block_ids: jax.Array, reports: tuple[int, ...]):
+def _run_blocks(params: Params, key: jax.Array, block_ids: jax.Array, reports: tuple[int, ...],
+                snap_paths: int | None = None):
     draw = _block_draws(key, block_ids, params.values["curve.k"].dtype)
-    metrics, snaps, _ = _simulate(params, block_ids.shape[0] * BLOCK, draw, reports)
+    metrics, snaps, _ = _simulate(params, block_ids.shape[0] * BLOCK, draw, reports, snap_paths)
     return metrics, snaps
 
 
@@ -510,10 +590,17 @@ def simulate_blocks(params: Params, key: jax.Array, block_ids: jax.Array, report
 
 @eqx.filter_jit
 def simulate_chunk(params: Params, key: jax.Array, first_block: jax.Array, n_blocks: int,
-                   reports: tuple[int, ...]):
-    """Simulate blocks first_block .. first_block + n_blocks - 1 (BLOCK paths each), on one device."""
+                   reports: tuple[int, ...], snap_paths: int | None = None):
+    """Simulate blocks first_block .. first_block + n_blocks - 1 (BLOCK paths each), on one device: (metrics,
+    snapshots) as `simulate_blocks`, the snapshots of the first `snap_paths` paths only (static; None: all)."""
     block_ids = first_block + jnp.arange(n_blocks, dtype=jnp.uint32)
-    return simulate_blocks(params, key, block_ids, reports)
+    return _run_blocks(params, key, block_ids, reports, snap_paths)
+
+
+def snapshot_paths(chunk: int, chunk_paths: int, n_paths: int, retain: int) -> int:
+    """How many paths of chunk `chunk` (of `chunk_paths`, in a run of n_paths) have their reporting dates kept
+    when the run keeps those of its first `retain` paths: the chunk's `snap_paths`."""
+    return max(0, min(chunk_paths, n_paths - chunk * chunk_paths, retain - chunk * chunk_paths))
 
 
 def paths_mesh(devices: int | None = None) -> Mesh:
@@ -647,11 +734,14 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     # chunks of equal size, at most chunk_size: the last one is computed at full width too (one compiled shape),
     # so 100,000 paths run as 7 chunks of 14,336 rather than 7 of 16,384 of which the last keeps 1,696
     chunk_blocks = -(-blocks_total // -(-blocks_total // chunk_blocks))
-    key = jax.random.key(seed, impl=PRNG_IMPL)
+    key = seed_key(seed)
     n_dev = 1 if devices is None else devices
+    rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
     if n_dev == 1:
-        def run_chunk(first: int):
-            return simulate_chunk(params, key, jnp.asarray(first, jnp.uint32), chunk_blocks, reports)
+        def run_chunk(c: int):
+            # the reporting dates of the retained paths only (a distributed run gathers whole chunks' snapshots)
+            snap = snapshot_paths(c, chunk_blocks * BLOCK, n_paths, retain) if n_proc == 1 else None
+            return simulate_chunk(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32), chunk_blocks, reports, snap)
     else:
         mesh = paths_mesh(n_dev)
         chunk_blocks = -(-chunk_blocks // n_dev) * n_dev
@@ -661,13 +751,13 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
         key_m = jax.device_put(key, replicated)
         ids_sharding = NamedSharding(mesh, PartitionSpec(PATHS_AXIS))
 
-        def run_chunk(first: int):
+        def run_chunk(c: int):
+            first = c * chunk_blocks
             ids = jax.device_put(np.arange(first, first + chunk_blocks, dtype=np.uint32), ids_sharding)
             return simulate_blocks(params_m, key_m, ids, reports, mesh)
 
     chunk_paths = chunk_blocks * BLOCK
     n_chunks = -(-blocks_total // chunk_blocks)
-    rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
     if n_proc > 1:
         from ._distributed import check_same, gather_chunks
 
@@ -677,7 +767,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
         return min(chunk_paths, n_paths - c * chunk_paths)
 
     def keep(c):
-        return max(0, min(take(c), retain - c * chunk_paths))
+        return snapshot_paths(c, chunk_paths, n_paths, retain)
 
     t0 = time.perf_counter()
     sim_dtype = np.dtype(params.values["curve.k"].dtype)
@@ -717,7 +807,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     # one chunk in flight while the previous one is copied out: the device never waits for the host
     pending = None
     for i, c in enumerate(mine):
-        out = run_chunk(c * chunk_blocks)
+        out = run_chunk(c)
         # start the device-to-host copies now, so that they run as soon as the chunk is done (a GPU run of 10^7-path
         # chunks was bound by the host's copy-out)
         for x in out if keep(c) else out[:1]:  # snapshots only of the retained paths

@@ -5,11 +5,13 @@
 Each variant is compiled once (compile time reported), then timed `--repeats` times with block_until_ready; the
 best time is reported as path-steps per second. The machine's other load shows up as spread between repeats, so
 compare variants within one run only. Variants:
-- full model, float32, the default counter-based threefry draws, chunk sizes 4096 to 262144 (`--chunks`);
+- full model, float32, the default counter-based draws (`_simulate.COUNTER_RNG`), chunk sizes 4096 to 262144
+  (`--chunks`), and at the largest chunk each counter-based generator (`--rngs`: Philox-2x32, threefry-2x32);
 - on a GPU: the forward loop as one Pallas kernel a reporting interval (`_simulate.KERNEL`, the GPU default)
   against XLA's loop, and the kernel's paths a program and warps (`--kernel-configs`), at the largest chunk;
   and the kernel's parts over the whole horizon in one interval (no reporting dates): the full step, the draws
-  alone, threefry's bits alone, and the step on fixed draws (`--kernel-parts`, on by default on a GPU);
+  alone, the generator's bits alone (each of `--rngs`), and the step on fixed draws (`--kernel-parts`, on by
+  default on a GPU);
 - full model, float32, with the backend-dependent code shapes each way (`_model.MATERIALISE`: intermediates
   stored once, the CPU's choice; `_simulate.CARRY_DRAWS`: the loops carry the next step's draws, the CPU's choice)
   at the largest chunk;
@@ -117,7 +119,7 @@ def kernel_parts(params, n_paths, n_steps):
     import equinox as eqx
 
     from jaxstress._model import initial_state, prepare, step
-    from jaxstress._simulate import draws_at, threefry2x32
+    from jaxstress._simulate import counter_bits, draws_at
 
     def sum_step(prep, t, s, normal, uniform, tables=None):
         return eqx.tree_at(lambda q: q.r, s, s.r + sum(normal) + sum(uniform))
@@ -126,7 +128,7 @@ def kernel_parts(params, n_paths, n_steps):
         c = jnp.asarray(t).astype(jnp.uint32) * np.uint32(6)
         words = []
         for j in range(6):
-            words += [w.astype(dtype) for w in threefry2x32(k0, k1, ids, c + np.uint32(j))]
+            words += [w.astype(dtype) for w in counter_bits(k0, k1, ids, c + np.uint32(j))]
         return tuple(words[:N_NORMAL]), tuple(words[N_NORMAL:])
 
     def fixed_at(k0, k1, ids, t, dtype):
@@ -134,7 +136,7 @@ def kernel_parts(params, n_paths, n_steps):
         return tuple(x + (0.1 * j - 0.4) for j in range(N_NORMAL)), (x + 0.3, x + 0.6)
 
     variants = {"full step": (draws_at, step), "draws only": (draws_at, sum_step),
-                "threefry bits only": (bits_at, sum_step), "step on fixed draws": (fixed_at, step)}
+                "generator bits only": (bits_at, sum_step), "step on fixed draws": (fixed_at, step)}
     interpret = jax.default_backend() == "cpu"
 
     def make(draws, step_fn):
@@ -163,14 +165,18 @@ def main():
                     help="float32 chunk sizes, comma-separated (on a GPU use millions: 1048576,4194304)")
     ap.add_argument("--kernel-parts", action=argparse.BooleanOptionalAction, default=None,
                     help="time the GPU kernel's parts (default: on a GPU)")
+    ap.add_argument("--rngs", default=",".join(simulate_mod.COUNTER_RNGS),
+                    help="counter-based generators compared, comma-separated (the first is timed everywhere else)")
     ap.add_argument("--kernel-configs", default="128x4,256x8,64x2,256x4",
                     help="GPU kernel variants, PATHSxWARPS per program, comma-separated ('' to skip)")
     args = ap.parse_args()
+    rngs = args.rngs.split(",")
+    simulate_mod.COUNTER_RNG = rngs[0]
     print(f"{jax.devices()[0]}, {args.paths:,} paths x {args.steps} steps, best of {args.repeats}")
-    print(f"{'variant':58s} {'M path-steps/s':>15s} {'compile s':>10s}")
+    print(f"{'variant':70s} {'M path-steps/s':>15s} {'compile s':>10s}")
 
     def report(name, n_paths, compile_s, best):
-        print(f"{name:58s} {n_paths * args.steps / best / 1e6:15.2f} {compile_s:10.1f}", flush=True)
+        print(f"{name:70s} {n_paths * args.steps / best / 1e6:15.2f} {compile_s:10.1f}", flush=True)
 
     for x64 in (False, True):
         jax.config.update("jax_enable_x64", x64)
@@ -190,7 +196,11 @@ def main():
 
         chunks = tuple(int(c) for c in args.chunks.split(",")) if not x64 else (max(16384, args.paths // 4),)
         for chunk in chunks:
-            chunked(f"full model, {dt}, counter threefry", chunk)
+            chunked(f"full model, {dt}, counter {rngs[0]}", chunk)
+        for rng in rngs[1:] if not x64 else ():
+            simulate_mod.COUNTER_RNG = rng
+            chunked(f"  counter {rng}", chunks[-1])
+            simulate_mod.COUNTER_RNG = rngs[0]
         nb = max(1, args.paths // BLOCK)
         if not x64 and jax.default_backend() == "gpu":
             simulate_mod.KERNEL = False
@@ -209,9 +219,13 @@ def main():
         if not x64 and parts:
             n = chunks[-1] // BLOCK * BLOCK
             kd = jax.random.key_data(jax.random.key(0)).astype(jnp.uint32).reshape(-1)[:2]
-            for name, run in kernel_parts(params, n, params.n_steps).items():
-                c, best = _time(run, (params.values, kd), args.repeats)
-                report(f"  kernel part: {name}, one interval, chunk {n:,}", n, c, best)
+            for rng in rngs:
+                simulate_mod.COUNTER_RNG = rng
+                for name, run in kernel_parts(params, n, params.n_steps).items():
+                    if rng == rngs[0] or name in ("draws only", "generator bits only"):
+                        c, best = _time(run, (params.values, kd), args.repeats)
+                        report(f"  kernel part ({rng}): {name}, one interval, chunk {n:,}", n, c, best)
+            simulate_mod.COUNTER_RNG = rngs[0]
         if not x64:  # the backend-dependent code shapes of XLA's loop, each way (the default picks by backend)
             simulate_mod.KERNEL = False
             for mat, carry in ((True, True), (True, False), (False, True), (False, False)):

@@ -71,10 +71,11 @@ def main() -> int:
     ap.add_argument("--scenario", default="april_2025")
     ap.add_argument("--horizon", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--fast-math", action="store_true",
-                    help="the GPU kernel with approximate log and sqrt (_kernel.FAST_MATH, an experiment)")
+    ap.add_argument("--fast-math", action=argparse.BooleanOptionalAction, default=None,
+                    help="the GPU kernel with (or without) approximate log and sqrt (default: _kernel.FAST_MATH)")
     args = ap.parse_args()
-    _kernel.FAST_MATH = args.fast_math
+    if args.fast_math is not None:
+        _kernel.FAST_MATH = args.fast_math
     jax.config.update("jax_enable_x64", True)
     acc, cpu = jax.devices()[0], jax.devices("cpu")[0]
     sc = load_scenario(args.scenario, horizon=args.horizon)

@@ -439,6 +439,62 @@ def test_threefry_is_jax_threefry():
     np.testing.assert_array_equal(np.stack([np.asarray(g) for g in got]), ref)
 
 
+# Random123's known answers for Philox-2x32-10: (counter word 0, counter word 1, key) -> (word 0, word 1)
+_PHILOX_KAT = [((0x00000000, 0x00000000, 0x00000000), (0xFF1DAE59, 0x6CD10DF2)),
+               ((0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), (0x2C3F628B, 0xAB4FD7AD)),
+               ((0x243F6A88, 0x85A308D3, 0x13198A2E), (0xDD7CE038, 0xF62A4C12))]
+
+
+def _philox_reference(x0: int, x1: int, k: int) -> tuple[int, int]:
+    """Philox-2x32-10 in Python integers (Salmon et al. 2011): x0, x1 = hi(M x0) ^ k ^ x1, lo(M x0); k += W."""
+    for _ in range(10):
+        prod = 0xD256D193 * x0
+        x0, x1 = ((prod >> 32) ^ k ^ x1) & 0xFFFFFFFF, prod & 0xFFFFFFFF
+        k = (k + 0x9E3779B9) & 0xFFFFFFFF
+    return x0, x1
+
+
+def test_philox_known_answers():
+    """The elementwise uint32 Philox-2x32-10 gives Random123's known answers, and the plain-integer reference's
+    bits for random keys and counters (jitted, in a float32 run: x64 off outside the generator)."""
+    fn = jax.jit(_simulate.philox2x32)
+    for (x0, x1, k), want in _PHILOX_KAT:
+        assert _philox_reference(x0, x1, k) == want
+        got = fn(jnp.asarray(k, jnp.uint32), jnp.asarray([x0], jnp.uint32), jnp.asarray([x1], jnp.uint32))
+        assert tuple(int(np.asarray(g)[0]) for g in got) == want
+    rng = np.random.default_rng(1)
+    k = int(rng.integers(0, 2**32))
+    x = rng.integers(0, 2**32, (2, 200), dtype=np.uint32)
+    got = np.stack([np.asarray(g) for g in fn(jnp.asarray(k, jnp.uint32), jnp.asarray(x[0]), jnp.asarray(x[1]))])
+    assert got.dtype == np.uint32
+    ref = np.asarray([_philox_reference(int(a), int(b), k) for a, b in x.T], np.uint32).T
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_counter_bits_follow_the_setting(monkeypatch):
+    """`COUNTER_RNG` picks the generator: Philox keyed by the seed's low word (seeds below 2^32 have k0 = 0), or
+    threefry with both words; an unknown name is refused."""
+    key = jax.random.key(123456789, impl=_simulate.PRNG_IMPL)
+    k0, k1 = (jnp.asarray(w) for w in jax.random.key_data(key).astype(jnp.uint32).reshape(-1)[:2])
+    assert int(k0) == 0 and int(k1) == 123456789
+    x0, x1 = jnp.arange(5, dtype=jnp.uint32), jnp.full((5,), 7, jnp.uint32)
+    for name, want in (("philox2x32", _simulate.philox2x32(k1, x0, x1)),
+                       ("threefry2x32", _simulate.threefry2x32(k0, k1, x0, x1))):
+        monkeypatch.setattr(_simulate, "COUNTER_RNG", name)
+        for g, w in zip(_simulate.counter_bits(k0, k1, x0, x1), want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    monkeypatch.setattr(_simulate, "COUNTER_RNG", "mt19937")
+    with pytest.raises(ValueError, match="COUNTER_RNG"):
+        _simulate.counter_bits(k0, k1, x0, x1)
+
+
+def test_seeds_are_checked():
+    assert _simulate.check_seed(2**32 - 1) == 2**32 - 1
+    for bad in (-1, 2**32, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^32\)"):
+            _simulate.check_seed(bad)
+
+
 def test_packed_draws_unpack_to_the_draws():
     """The complex-packed draws that the simulation loop carries are exactly the draws, in both dtypes; normals
     are finite and uniforms strictly inside (0, 1)."""
@@ -499,6 +555,19 @@ def test_path_streams_do_not_depend_on_path_count(chunk_reference):
     for name in METRIC_NAMES:
         np.testing.assert_allclose(res.metrics[name][:1000], chunk_reference.metrics[name], rtol=1e-6, atol=1e-9,
                                    err_msg=name)
+
+
+def test_retained_reporting_dates(chunk_reference):
+    """A run keeps the reporting dates of its first `retain` paths, computed only for them (chunks of 256: one
+    whole, one with 44 of them, two with none): the same values as the run that keeps all 1000, and the same
+    metrics for every path."""
+    scenario = load_scenario(SCENARIO, horizon=HORIZON)
+    res = simulate(scenario, 1000, seed=11, chunk_size=256, retain=300)
+    ref = chunk_reference
+    assert res.snapshots.shape == ref.snapshots.shape[:2] + (300,)
+    np.testing.assert_allclose(res.snapshots, ref.snapshots[:, :, :300], rtol=1e-6, atol=1e-9)
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(res.metrics[name], ref.metrics[name], rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,15 +19,15 @@ from jaxstress._simulate import PRNG_IMPL, report_steps
 N_BLOCKS = 2
 
 
-def _run(dtype, kernel, platforms=None):
-    """(metrics, snapshots) of N_BLOCKS blocks of april_2025 over a quarter, with `_simulate.KERNEL` set; with
-    `platforms`, the lowered text for them instead."""
+def _run(dtype, kernel, platforms=None, snap_paths=None):
+    """(metrics, snapshots) of N_BLOCKS blocks of april_2025 over a quarter, with `_simulate.KERNEL` set (the
+    snapshots of the first `snap_paths` paths); with `platforms`, the lowered text for them instead."""
     sc = load_scenario("april_2025", horizon=0.25)
     params = sc.params(dtype)
     key = jax.random.key(11, impl=PRNG_IMPL)
     reports = report_steps(sc.config, params.n_steps)
     ids = jnp.arange(N_BLOCKS, dtype=jnp.uint32) + 3
-    fn = jax.jit(lambda p, k: _simulate._run_blocks(p, k, ids, reports))
+    fn = jax.jit(lambda p, k: _simulate._run_blocks(p, k, ids, reports, snap_paths))
     _simulate.KERNEL = kernel
     try:
         if platforms:
@@ -60,6 +60,20 @@ def test_kernel_equals_xla_loop_float64(float64_runs):
     assert np.unique(m_k[1]).size == m_k.shape[1]
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("snap_paths", [300, 0])
+def test_snapshots_of_the_first_paths(float64_runs, kernel, snap_paths):
+    """Snapshots of only the first paths (the paths past them observed at the horizon alone, for the metrics):
+    those paths' snapshots and every path's metrics are the run with all snapshots, to rounding."""
+    with jax.enable_x64(True):
+        m, s = _run(jnp.float64, kernel, snap_paths=snap_paths)
+    m_all, s_all = float64_runs[0 if kernel else 1]
+    assert s.shape == s_all.shape[:2] + (snap_paths,) and m.shape == m_all.shape
+    assert _rel(m, m_all) < 1e-12
+    if snap_paths:
+        assert _rel(s, s_all[:, :, :snap_paths]) < 1e-12
+
+
 def test_kernel_equals_xla_loop_float32():
     (m_k, s_k), (m_x, s_x) = _run(jnp.float32, True), _run(jnp.float32, False)
     assert _rel(m_k, m_x) < 1e-5
@@ -83,7 +97,7 @@ def test_kernel_refuses_paths_not_in_whole_programs(monkeypatch):
 
 
 def test_fast_math_lowers_to_approximate_instructions(monkeypatch):
-    """The experiment `_kernel.FAST_MATH` (off by default) puts PTX's approximate log2 and sqrt into the kernel."""
+    """`_kernel.FAST_MATH` (on by default) puts PTX's approximate log2 and sqrt into the kernel."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(_kernel, "FAST_MATH", True)
     cuda = _run(jnp.float32, True, platforms=("cuda",))
