@@ -405,10 +405,13 @@ def philox2x32(k, x0, x1):
     adds, rotations and xors on the slower integer pipe (the GPU kernel's draws were bound by them). The product
     is taken in uint64, which needs 64-bit types for the duration (JAX's x64 flag is off in float32 runs).
     """
+    cpu = jax.default_backend() == "cpu"
     with jax.enable_x64(True):
         for _ in range(10):
             prod = x0.astype(jnp.uint64) * np.uint64(_PHILOX_M)
-            x0, x1 = (prod >> np.uint64(32)).astype(jnp.uint32) ^ k ^ x1, prod.astype(jnp.uint32)
+            # the low word: on a CPU as a separate 32-bit product (XLA's CPU code is faster so, ~15% on the draws)
+            lo = x0 * _PHILOX_M if cpu else prod.astype(jnp.uint32)
+            x0, x1 = (prod >> np.uint64(32)).astype(jnp.uint32) ^ k ^ x1, lo
             k = k + _PHILOX_W
     return x0, x1
 
