@@ -741,9 +741,8 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     n_dev = 1 if devices is None else devices
     rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
     if n_dev == 1:
-        def run_chunk(c: int):
-            # the reporting dates of the retained paths only (a distributed run gathers whole chunks' snapshots)
-            snap = snapshot_paths(c, chunk_blocks * BLOCK, n_paths, retain) if n_proc == 1 else None
+        def run_chunk(c: int):  # the reporting dates of the retained paths only
+            snap = snapshot_paths(c, chunk_blocks * BLOCK, n_paths, retain)
             return simulate_chunk(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32), chunk_blocks, reports, snap)
     else:
         mesh = paths_mesh(n_dev)
@@ -797,8 +796,9 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
         m = np.asarray(m)
         if n_proc > 1:  # whole chunks in the simulation dtype, for the gather
             metric_parts.append(m)
-            if keep(c):
-                snap_parts.append(np.asarray(sn))
+            if keep(c):  # padded to the chunk's width (its paths past keep(c) were not observed)
+                sn = np.asarray(sn)
+                snap_parts.append(np.pad(sn, ((0, 0), (0, 0), (0, chunk_paths - sn.shape[2]))))
         else:
             place_metrics(c, m)
             if keep(c):
