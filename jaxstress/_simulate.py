@@ -105,6 +105,11 @@ def _observe_initial(params: Params, prep: Prep, s0: State) -> jax.Array:
     return observe(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
 
 
+def broadcast_paths(tree, n: int):
+    """Every leaf of `tree` (one path's state, say) broadcast to n paths on a new leading axis."""
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree)
+
+
 def _head(tree, k: int):
     """The first k paths of a batch of states (every leaf has the paths on its leading axis)."""
     return jax.tree_util.tree_map(lambda x: x[:k], tree)
@@ -172,7 +177,7 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     prep = prepare(params)
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
-    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
+    state = broadcast_paths(s0, n_paths)
     obs0 = _observe_initial(params, prep, s0)
     bounds = np.asarray(reports, np.int32)
 
@@ -351,7 +356,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: Callable, segment: int |
     prep = prepare(params)
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
-    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
+    state = broadcast_paths(s0, n_paths)
     obs0 = observe_columns(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
     n = params.n_steps
     seg = segment or max(1, int(round(np.sqrt(n))))

@@ -119,7 +119,7 @@ def kernel_parts(params, n_paths, n_steps):
     import equinox as eqx
 
     from jaxstress._model import initial_state, prepare, step
-    from jaxstress._simulate import counter_bits, draws_at
+    from jaxstress._simulate import broadcast_paths, counter_bits, draws_at
 
     def sum_step(prep, t, s, normal, uniform, tables=None):
         return eqx.tree_at(lambda q: q.r, s, s.r + sum(normal) + sum(uniform))
@@ -145,7 +145,7 @@ def kernel_parts(params, n_paths, n_steps):
             p = eqx.tree_at(lambda q: q.values, params, values)
             prep = prepare(p)
             s0 = initial_state(prep, p.initial_regime)
-            state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_paths,) + x.shape), s0)
+            state = broadcast_paths(s0, n_paths)
             ids = jnp.arange(n_paths, dtype=jnp.uint32)
             out = _kernel.advance(prep, state, kd, ids, 0, n_steps, draws, interpret=interpret, step_fn=step_fn)
             return out.r

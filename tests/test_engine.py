@@ -610,7 +610,7 @@ def test_lookup_and_select_steps_agree():
     s0 = initial_state(prep, params.initial_regime)
     n = 64
     rng = np.random.default_rng(3)
-    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), s0)
+    state = _simulate.broadcast_paths(s0, n)
     state = eqx.tree_at(lambda s: s.regime, state, jnp.asarray(np.arange(n) % n_reg, jnp.int32))
     normal = tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10))
     uniform = tuple(jnp.asarray(rng.uniform(size=n)) for _ in range(2))
@@ -661,7 +661,7 @@ def test_differentiable_step_gradient_equals_direct():
     s0 = initial_state(prep, params.initial_regime)
     n = 32
     rng = np.random.default_rng(6)
-    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), s0)
+    state = _simulate.broadcast_paths(s0, n)
     state = eqx.tree_at(lambda s: s.regime, state, jnp.asarray(np.arange(n) % prep.cum_p.shape[0], jnp.int32))
     draws = (tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10)),
              (jnp.asarray(rng.uniform(size=n)), jnp.asarray(rng.uniform(size=n) * 0.2)))
