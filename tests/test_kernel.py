@@ -60,8 +60,7 @@ def test_kernel_equals_xla_loop_float64(float64_runs):
     assert np.unique(m_k[1]).size == m_k.shape[1]
 
 
-@pytest.mark.parametrize("kernel", [True, False])
-@pytest.mark.parametrize("snap_paths", [300, 0])
+@pytest.mark.parametrize(("kernel", "snap_paths"), [(True, 300), (False, 0)])
 def test_snapshots_of_the_first_paths(float64_runs, kernel, snap_paths):
     """Snapshots of only the first paths (the paths past them observed at the horizon alone, for the metrics):
     those paths' snapshots and every path's metrics are the run with all snapshots, to rounding."""
