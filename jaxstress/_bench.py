@@ -42,8 +42,9 @@ def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_ch
           grad: bool = True, dtype=None, retain: int = 200_000) -> dict:
     """Forward: `paths` paths over the scenario's horizon, keeping the reporting dates of the first `retain` paths
     as `simulate` does (its default); gradient: the full gradient of y10_change_bp_mean over every driver, on the
-    same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None: 16,384 on CPU, sized to an
-    accelerator's memory (`default_chunk_size`). Every compiled shape is warmed up before the timed runs."""
+    same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None: 16,384 (forward) and 8,192
+    (gradient) on CPU, sized to an accelerator's memory (`default_chunk_size`). Every compiled shape is warmed up
+    before the timed runs."""
     from ._sensitivities import KINDS, chunk_gradient
 
     params = scenario.params(dtype)

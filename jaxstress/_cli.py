@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--chunk-size", type=_positive_int,
                     help="forward chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--grad-chunk-size", type=_positive_int,
-                    help="gradient chunk (default: 16384 on CPU, sized to a GPU's memory there)")
+                    help="gradient chunk (default: 8192 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--no-grad", action="store_true", help="forward only")
     bn.add_argument("--retain", type=_nonneg_int, default=200_000,
                     help="paths whose reporting dates are kept, as in a run (default 200000, run's default); the "

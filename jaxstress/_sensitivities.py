@@ -229,7 +229,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     spec = parse_metric(metric)
     params = scenario.params(dtype)
     if chunk_size is None:
-        chunk_size = default_chunk_size(params, "gradient", cpu=8192)
+        chunk_size = default_chunk_size(params, "gradient")
     blocks = -(-n_paths // BLOCK)
     chunk_blocks = max(1, min(-(-chunk_size // BLOCK), blocks // 8 if blocks >= 8 else 1))
     n_chunks = -(-blocks // chunk_blocks)

@@ -119,3 +119,17 @@ def test_validate_lists_every_problem(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "3 more problems" in err[0]
+
+
+def test_bench_json(capsys):
+    """`jaxstress bench --json` prints one JSON object with the figures the README names: 2 chunks of 256 paths,
+    the first keeping its reporting dates (--retain 256), the second none (both shapes warmed up first)."""
+    argv = ["bench", "april_2025", "--paths", "400", "--steps", "5", "--chunk-size", "256", "--grad-chunk-size",
+            "256", "--retain", "256", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["paths"], r["steps"], r["chunk_size"], r["snapshot_paths"], r["grad_paths"]) == (512, 5, 256, 256, 512)
+    assert r["backend"] == "cpu" and r["device"] and r["dtype"] == "float32"
+    for key in ("path_steps_per_s", "grad_over_forward", "compile_s", "peak_rss_gb", "forward_s", "gradient_s"):
+        assert np.isfinite(r[key]) and r[key] > 0, key
+    assert r["path_steps_per_s"] == pytest.approx(512 * 5 / r["forward_s"])
