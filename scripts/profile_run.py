@@ -56,7 +56,8 @@ def kernel_times(trace_dir: str) -> tuple[dict, str]:
 # Parts of the model, by the innermost jaxstress function that an HLO instruction was traced from (the stack
 # frames that XLA keeps in the optimized HLO's metadata); checked in this order.
 PARTS = (
-    ("random numbers", "_simulate.py", ("threefry2x32", "_normal_icdf32", "_value", "packed", "unpack", "__call__")),
+    ("random numbers", "_simulate.py", ("threefry2x32", "philox2x32", "counter_bits", "_normal_icdf32", "_value",
+                                        "packed", "unpack", "__call__")),
     ("regime draw", "_model.py", ("_transition", "next_regime")),
     ("regime draw", "_regimes.py", None),
     ("regime tables", "_model.py", ("pick", "lookup", "_lookup_bwd", "_regime_tables")),
