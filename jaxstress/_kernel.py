@@ -4,7 +4,7 @@ registers over all the steps of a reporting interval.
 XLA compiles the step of the scanned loop into kernels that each read the state from memory and write it back
 once a step (three on an H200, moving ~170 floats a path-step): the loop is bound by memory bandwidth. Here
 the whole interval is one kernel: it reads the state once, makes each step's draws (`draws_at`, the same
-counter-based threefry as the XLA loop) and runs `step` on them in registers, and writes the state once. The
+counter-based generator as the XLA loop) and runs `step` on them in registers, and writes the state once. The
 values are those of the XLA loop (the same functions, traced on blocks of paths instead of under `vmap`); the
 step's constants (`Prep` and the regime tables) are packed into one vector and read as scalars.
 
