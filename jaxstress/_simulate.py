@@ -750,9 +750,9 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     n_dev = 1 if devices is None else devices
     rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
     if n_dev == 1:
-        def run_chunk(c: int):  # the reporting dates of the retained paths only
-            snap = snapshot_paths(c, chunk_blocks * BLOCK, n_paths, retain)
-            return simulate_chunk(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32), chunk_blocks, reports, snap)
+        def run_chunk(c: int):  # the reporting dates of the retained paths only (`keep`, below)
+            return simulate_chunk(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32), chunk_blocks, reports,
+                                  keep(c))
     else:
         mesh = paths_mesh(n_dev)
         chunk_blocks = -(-chunk_blocks // n_dev) * n_dev
