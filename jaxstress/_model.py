@@ -287,7 +287,7 @@ def lookup(tables: dict, index, n_regimes: int) -> dict:
 
     All tables at once, as one product (tables, R) @ (R, paths) with the one-hot regimes (exact: one term is
     nonzero; a gather from a small table does not vectorize on CPU). Reverse mode: the cotangents of all tables
-    as one product (tables, paths) @ (paths, R), where indexing each table would transpose into one scatter-add
+    as one product (tables, paths) x (R, paths)^T, where indexing each table would transpose into one scatter-add
     per table (and a select chain into one reduction over paths per table and regime)."""
     names = list(tables)
     stacked = jnp.stack([tables[k] for k in names])
@@ -303,8 +303,11 @@ def _lookup_fwd(tables, index, n_regimes):
 def _lookup_bwd(n_regimes, index, ct):
     names = list(ct)
     stacked = jnp.stack([ct[k] for k in names])
-    onehot = (index[:, None] == jnp.arange(n_regimes)).astype(stacked.dtype)
-    per_regime = jnp.matmul(stacked, onehot, precision=jax.lax.Precision.HIGHEST)
+    # the one-hot as (R, paths), both operands contracted along their contiguous last axis: XLA's CPU library
+    # product ran 2x faster so than with a (paths, R) one-hot (78 vs 146 us for 33 tables x 8192 paths), and
+    # the gradient 4-5% faster
+    onehot = (jnp.arange(n_regimes)[:, None] == index[None, :]).astype(stacked.dtype)
+    per_regime = jnp.einsum("tp,rp->tr", stacked, onehot, precision=jax.lax.Precision.HIGHEST)
     return {k: per_regime[i] for i, k in enumerate(names)}, None
 
 
