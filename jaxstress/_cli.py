@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--retain", type=_nonneg_int, default=200_000,
                     help="paths whose reporting dates are kept, as in a run (default 200000, run's default); the "
                          "others are observed at the horizon only")
+    bn.add_argument("--repeats", type=_positive_int, default=3,
+                    help="timed runs of the forward and the gradient, alternated; the best of each is reported "
+                         "(default 3)")
     bn.add_argument("--float64", action="store_true", help="benchmark float64")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -302,7 +305,7 @@ def cmd_bench(args) -> int:
     spy = probe.config["simulation"]["steps_per_year"]
     scenario = load_scenario(args.scenario, horizon=args.steps / spy) if args.steps else probe
     r = bench(scenario, args.paths, chunk_size=args.chunk_size, grad_chunk_size=args.grad_chunk_size,
-              grad=not args.no_grad, retain=args.retain)
+              grad=not args.no_grad, retain=args.retain, repeats=args.repeats)
     print(json.dumps(r) if args.json else format_bench(r))
     return 0
 

@@ -125,10 +125,11 @@ def test_bench_json(capsys):
     """`jaxstress bench --json` prints one JSON object with the figures the README names: 2 chunks of 256 paths,
     the first keeping its reporting dates (--retain 256), the second none (both shapes warmed up first)."""
     argv = ["bench", "april_2025", "--paths", "400", "--steps", "5", "--chunk-size", "256", "--grad-chunk-size",
-            "256", "--retain", "256", "--json"]
+            "256", "--retain", "256", "--repeats", "2", "--json"]
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
-    assert (r["paths"], r["steps"], r["chunk_size"], r["snapshot_paths"], r["grad_paths"]) == (512, 5, 256, 256, 512)
+    assert (r["paths"], r["steps"], r["chunk_size"], r["snapshot_paths"], r["grad_paths"], r["repeats"]) == \
+        (512, 5, 256, 256, 512, 2)
     # the dtype follows JAX's x64 flag, which an earlier --float64 command in this session may have set
     assert r["backend"] == "cpu" and r["device"] and r["dtype"] in ("float32", "float64")
     for key in ("path_steps_per_s", "grad_over_forward", "compile_s", "peak_rss_gb", "forward_s", "gradient_s"):
