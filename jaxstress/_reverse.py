@@ -204,13 +204,7 @@ def finite_block_draws(key, n_blocks: int, dtype):
     ~5.4 in float32) and the clip changes nothing; it keeps an infinite normal from ever turning a fitted path
     to NaN should the draws change.
     """
-    draw = _block_draws(key, jnp.arange(n_blocks, dtype=jnp.uint32), dtype)
-
-    def safe(t):
-        normal, uniform = draw(t)
-        return tuple(jnp.clip(x, -6.0, 6.0) for x in normal), uniform
-
-    return safe
+    return _block_draws(key, jnp.arange(n_blocks, dtype=jnp.uint32), dtype, clip=6.0)
 
 
 @eqx.filter_jit

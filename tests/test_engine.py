@@ -649,12 +649,12 @@ def test_lookup_gradient_equals_indexing():
         assert np.all(np.abs(np.asarray(g1[k])) > 0)
 
 
-def test_differentiable_step_gradient_equals_direct():
-    """`_differentiable_step` (forward by select chains, reverse mode by recomputing the looked-up step) gives the
-    gradient that differentiating the looked-up step directly gives, w.r.t. the parameters and the state, and the
+def test_step_forms_gradient_equals_direct():
+    """`_step_forms` (forward by select chains, reverse mode by recomputing the looked-up step) gives the
+    cotangents that differentiating the looked-up step directly gives, w.r.t. the parameters and the state, and the
     forward values of the select-chain step (float64, a masked step past the horizon included)."""
     from jaxstress._model import initial_state, next_regime, prepare, step
-    from jaxstress._simulate import _differentiable_step
+    from jaxstress._simulate import _step_forms
 
     params = load_scenario("april_2025").params(jnp.float64)
     prep = prepare(params)
@@ -666,7 +666,7 @@ def test_differentiable_step_gradient_equals_direct():
     draws = (tuple(jnp.asarray(rng.normal(size=n)) for _ in range(10)),
              (jnp.asarray(rng.uniform(size=n)), jnp.asarray(rng.uniform(size=n) * 0.2)))
     w = jnp.asarray(rng.normal(size=n))
-    one_step = _differentiable_step(params.dt, 5, True, lambda d: d)
+    forward, step_vjp = _step_forms(params.dt, 5, True, lambda d: d)
     looked_up = jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))
 
     def direct(prep, state, t):
@@ -678,16 +678,54 @@ def test_differentiable_step_gradient_equals_direct():
         return lambda prep, state: jnp.sum(w * (fn(prep, state).y10 + fn(prep, state).fund_eq * 1e-3))
 
     for t in (jnp.asarray(2), jnp.asarray(7)):
-        got = jax.grad(loss(lambda p, s: one_step(p, s, draws, t)), argnums=(0, 1), allow_int=True)(prep, state)
+        out, pull = jax.vjp(lambda p, s: direct(p, s, t), prep, state)
+        ct = jax.grad(lambda o: jnp.sum(w * (o.y10 + o.fund_eq * 1e-3)), allow_int=True)(out)
+        got = step_vjp(prep, state, draws, t, ct)
         want = jax.grad(loss(lambda p, s: direct(p, s, t)), argnums=(0, 1), allow_int=True)(prep, state)
         for x, y in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
             if x.dtype != jax.dtypes.float0:  # the regime index (an integer) has no gradient
                 np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-14)
+        assert pull(ct) is not None
         moved = any(np.any(np.asarray(x) != 0) for x in jax.tree_util.tree_leaves(got[0]))
         assert moved == bool(t < 5)  # a step past the horizon does not depend on the parameters
-        fwd = one_step(prep, state, draws, t)
+        fwd = forward(prep, state, draws, t)
         for x, y in zip(jax.tree_util.tree_leaves(fwd), jax.tree_util.tree_leaves(direct(prep, state, t)), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_final_state_gradient_equals_plain_scan():
+    """`_final_state`'s reverse mode (segments run again from their stored starts, one buffer) gives the gradient
+    of plain reverse mode through a scan of the looked-up step, for segments that divide the steps and for a
+    last segment with masked steps (float64, 11 steps, 64 paths, segments of 11, 4 and 1)."""
+    from jaxstress._model import initial_state, next_regime, prepare, step
+    from jaxstress._simulate import _block_draws, _final_state
+
+    params = load_scenario("april_2025").params(jnp.float64)
+    n = 11
+    draw = _block_draws(jax.random.key(3), jnp.arange(1, dtype=jnp.uint32), jnp.float64, clip=6.0)
+    looked_up = jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))
+    w = jnp.asarray(np.random.default_rng(2).normal(size=BLOCK))
+
+    def loss(values, how):
+        prep = prepare(eqx.tree_at(lambda p: p.values, params, {**params.values, **values}))
+        state = _simulate.broadcast_paths(initial_state(prep, params.initial_regime), BLOCK)
+        if how == "plain":
+            def one(s, t):
+                z, u = draw(t)
+                return looked_up(prep, t * params.dt, s, z, u, next_regime(prep, s, u[0])), None
+            state, _ = jax.lax.scan(one, state, jnp.arange(n))
+        else:
+            state = _final_state((params.dt, n, how), prep, state, draw)
+        return jnp.sum(w * (state.y10 + 1e-3 * state.fund_eq + state.logp + state.log_equity))
+
+    values = {k: params.values[k] for k in ("curve.k", "basis_funds.haircut_vol", "initial.tau", "equity.sigma")}
+    want = jax.grad(loss)(values, "plain")
+    assert all(float(want[k]) != 0 for k in values), want
+    for seg in (11, 4, 1):
+        got = jax.grad(loss)(values, seg)
+        for k in values:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-10, err_msg=f"{k}, segments of {seg}")
+        np.testing.assert_allclose(loss(values, seg), loss(values, "plain"), rtol=1e-13)
 
 
 def test_par_yields_share_one_grid_and_match_one_by_one():
