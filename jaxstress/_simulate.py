@@ -333,20 +333,29 @@ def _step_forms(dt: float, n: int, masked: bool, unpack: Callable):
     return forward, step_vjp
 
 
-def _segment_starts(cfg: tuple, prep, state, draw):
-    """(final state, the carry (state, next draws) at the start of each segment, stacked): the steps in
-    segments of `seg`, an outer scan over the segments and an inner one over their steps."""
+def _segment_forms(cfg: tuple, prep, draw):
+    """(advance, step_vjp, make, n_seg) for `cfg` = (dt, n, seg): advance(carry, t) takes the carry (state,
+    draws of step t) over step t; `make` and `step_vjp` as in `_carried_draws` and `_step_forms`."""
     dt, n, seg = cfg
     n_seg = -(-n // seg)
     make, unpack = _carried_draws(draw)
-    forward, _ = _step_forms(dt, n, n_seg * seg != n, unpack)
+    forward, step_vjp = _step_forms(dt, n, n_seg * seg != n, unpack)
 
-    def one(carry, t):
+    def advance(carry, t):
         state, draws = carry
-        return (forward(prep, state, draws, t), make(jnp.minimum(t + 1, n - 1))), None
+        return forward(prep, state, draws, t), make(jnp.minimum(t + 1, n - 1))
+
+    return advance, step_vjp, make, n_seg
+
+
+def _segment_starts(cfg: tuple, prep, state, draw):
+    """(final state, the carry (state, draws) at the start of each segment, stacked): the steps in segments of
+    `seg`, an outer scan over the segments and an inner one over their steps."""
+    seg = cfg[2]
+    advance, _, make, n_seg = _segment_forms(cfg, prep, draw)
 
     def segment(carry, j):
-        end, _ = jax.lax.scan(one, carry, j * seg + jnp.arange(seg))
+        end, _ = jax.lax.scan(lambda c, t: (advance(c, t), None), carry, j * seg + jnp.arange(seg))
         return end, carry
 
     (final, _), starts = jax.lax.scan(segment, (state, make(jnp.asarray(0))), jnp.arange(n_seg))
@@ -381,21 +390,18 @@ def _zero_cotangent(x):
 
 
 def _final_state_bwd(cfg, res, ct_final):
-    dt, n, seg = cfg
+    seg = cfg[2]
     prep, starts, draw = res
-    n_seg = -(-n // seg)
-    make, unpack = _carried_draws(draw)
-    forward, step_vjp = _step_forms(dt, n, n_seg * seg != n, unpack)
+    advance, step_vjp, _, n_seg = _segment_forms(cfg, prep, draw)
     tree_map = jax.tree_util.tree_map
 
     def back(acc, j):
         ct_state, ct_prep, buf = acc
 
         def fill(i, carry_buf):
-            (state, draws), buf = carry_buf
-            buf = tree_map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, (state, draws))
-            t = j * seg + i
-            return (forward(prep, state, draws, t), make(jnp.minimum(t + 1, n - 1))), buf
+            carry, buf = carry_buf
+            buf = tree_map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, carry)
+            return advance(carry, j * seg + i), buf
 
         _, buf = jax.lax.fori_loop(0, seg, fill, (tree_map(lambda x: x[j], starts), buf))
 
