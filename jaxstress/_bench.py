@@ -42,8 +42,8 @@ def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_ch
           grad: bool = True, dtype=None, retain: int = 200_000, repeats: int = 3) -> dict:
     """Forward: `paths` paths over the scenario's horizon, keeping the reporting dates of the first `retain` paths
     as `simulate` does (its default); gradient: the full gradient of y10_change_bp_mean over every driver, on the
-    same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None: 16,384 (forward) and 8,192
-    (gradient) on CPU, sized to an accelerator's memory (`default_chunk_size`). Every compiled shape is warmed up
+    same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None: 16,384 (forward and
+    gradient) on CPU, sized to an accelerator's memory (`default_chunk_size`). Every compiled shape is warmed up
     before the timed runs. The forward and the gradient are timed `repeats` times, alternately, and the best time
     of each is reported: on a shared machine the speed drifts by 10-30% within a minute, and alternating keeps
     both figures of the ratio from the same stretch of it."""

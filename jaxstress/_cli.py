@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--out", default="runs/sensitivities", help="output directory (default runs/sensitivities)")
     sens.add_argument("--drivers", help="comma-separated dotted config keys (default: every driver)")
     sens.add_argument("--chunk-size", type=_positive_int,
-                      help="paths per gradient chunk (default: 8192 on CPU, sized to a GPU's memory there)")
+                      help="paths per gradient chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     sens.add_argument("--width", type=_positive_float, default=0.05,
                       help="smoothing width of probability indicators, in the metric's unit (default 0.05)")
     sens.add_argument("--top", type=_positive_int, default=25, help="drivers printed and charted (default 25)")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--chunk-size", type=_positive_int,
                     help="forward chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--grad-chunk-size", type=_positive_int,
-                    help="gradient chunk (default: 8192 on CPU, sized to a GPU's memory there)")
+                    help="gradient chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--no-grad", action="store_true", help="forward only")
     bn.add_argument("--retain", type=_nonneg_int, default=200_000,
                     help="paths whose reporting dates are kept, as in a run (default 200000, run's default); the "

@@ -224,7 +224,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
                   drivers: list[str] | None = None, width: float = 0.05, dtype=None,
                   progress=None) -> SensitivityResult:
     """Gradient of `metric` w.r.t. every driver (or those named), with standard errors across chunks (at least 8
-    chunks where there are 8 blocks). chunk_size None: 8192 paths on CPU, sized to the memory of an accelerator
+    chunks where there are 8 blocks). chunk_size None: 16384 paths on CPU, sized to the memory of an accelerator
     (`default_chunk_size`)."""
     spec = parse_metric(metric)
     params = scenario.params(dtype)

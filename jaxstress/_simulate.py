@@ -752,8 +752,9 @@ class SimulationResult:
 
 
 CPU_CHUNK = 16384  # paths a chunk on CPU: the step's arrays stay in the caches
-# paths a gradient chunk on CPU: 214 ns a path-step against 233 (4096), 231 (16384) and 246 (65536), 2-core CPU
-CPU_GRAD_CHUNK = 8192
+# paths a gradient chunk on CPU, 2-core CPU with the written-out reverse mode (`_final_state`): 186 ns a path-step
+# against 229 (4096), 192-198 (8192) and 187 (32768); with `jax.checkpoint` before, 8192 had been the best
+CPU_GRAD_CHUNK = 16384
 MAX_ACCELERATOR_CHUNK = 1 << 22
 # gradients on an accelerator: 2^18 paths a chunk took 1.31 s on an H200 (compile 22-29 s); a chunk of 2^20
 # (fits in memory) did not finish within 130 s there
