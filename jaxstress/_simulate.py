@@ -441,7 +441,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: _BlockDraws, segment: in
     obs0 = observe_columns(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
     n = params.n_steps
     seg = segment or max(1, int(round(np.sqrt(n))))
-    state = _vary_like(broadcast_paths(s0, n_paths), draw(0))
+    state = _vary_like(broadcast_paths(s0, n_paths), draw.ids)  # as `_kernel_loop`: the ids vary like the draws
     state = _final_state((params.dt, n, seg), prep, state, draw)
     obs1 = observe_columns(params, prep, state, n * params.dt)
     return path_metrics(names, obs0, obs1, state), state
