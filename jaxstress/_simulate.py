@@ -398,12 +398,16 @@ def _final_state_bwd(cfg, res, ct_final):
     def back(acc, j):
         ct_state, ct_prep, buf = acc
 
+        # the segment's carries: its start, then seg - 1 steps (the carry after the segment's last step is not
+        # needed, so that step is not run)
         def fill(i, carry_buf):
             carry, buf = carry_buf
-            buf = tree_map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, carry)
-            return advance(carry, j * seg + i), buf
+            carry = advance(carry, j * seg + i - 1)
+            return carry, tree_map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, carry)
 
-        _, buf = jax.lax.fori_loop(0, seg, fill, (tree_map(lambda x: x[j], starts), buf))
+        start = tree_map(lambda x: x[j], starts)
+        buf = tree_map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, 0, 0), buf, start)
+        _, buf = jax.lax.fori_loop(1, seg, fill, (start, buf))
 
         def reverse(k, cts):
             ct_state, ct_prep = cts
