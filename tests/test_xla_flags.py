@@ -1,5 +1,5 @@
-"""The XLA default set on import (copy insertion by region analysis): added once, never over a user's setting,
-and the results are the same with it as without it."""
+"""The XLA defaults set on import (copy insertion by region analysis; 512-bit vectors on CPUs with AVX-512):
+added once, never over a user's setting, and the results are the same with them as without them."""
 
 import os
 import subprocess
@@ -14,6 +14,7 @@ from jaxstress._config import load_scenario
 from jaxstress._simulate import simulate
 
 FLAG = _xla_flags.REGION_ANALYSIS
+WIDTH = _xla_flags.VECTOR_WIDTH
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,27 +27,43 @@ def default_precision():
 
 def test_flag_added_once_and_user_setting_kept(monkeypatch):
     monkeypatch.setattr(_xla_flags, "_jaxlib_release", lambda: (0, 10))
+    monkeypatch.setattr(_xla_flags, "_has_avx512", lambda: False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     _xla_flags.set_defaults()
     _xla_flags.set_defaults()
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {FLAG}=true"
-    monkeypatch.setenv("XLA_FLAGS", f"{FLAG}=false")
+    monkeypatch.setattr(_xla_flags, "_has_avx512", lambda: True)
     _xla_flags.set_defaults()
-    assert os.environ["XLA_FLAGS"] == f"{FLAG}=false"
+    _xla_flags.set_defaults()
+    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {FLAG}=true {WIDTH}=512"
+    monkeypatch.setenv("XLA_FLAGS", f"{FLAG}=false {WIDTH}=256")
+    _xla_flags.set_defaults()
+    assert os.environ["XLA_FLAGS"] == f"{FLAG}=false {WIDTH}=256"
     monkeypatch.delenv("XLA_FLAGS")
-    monkeypatch.setattr(_xla_flags, "_jaxlib_release", lambda: (0, 4))  # a release not known to have the flag
+    monkeypatch.setattr(_xla_flags, "_jaxlib_release", lambda: (0, 4))  # a release not known to have the flags
     _xla_flags.set_defaults()
     assert "XLA_FLAGS" not in os.environ
 
 
+def test_avx512_read_from_cpuinfo():
+    """`_has_avx512` agrees with the CPU flags Linux lists (False where /proc/cpuinfo is missing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    assert _xla_flags._has_avx512() == ("avx512f" in flags)
+
+
 def test_results_same_without_the_flag(tmp_path):
-    """A short run in a process with the flag off gives the per-path metrics of this process bit for bit."""
+    """A short run in a process with the flags off (256-bit vectors) gives the per-path metrics of this process
+    bit for bit."""
     assert FLAG in os.environ.get("XLA_FLAGS", "")
     code = ("import numpy as np, jaxstress\n"
             "from jaxstress._config import load_scenario\n"
             "r = jaxstress.simulate(load_scenario('april_2025', horizon=0.05), 512, seed=4, chunk_size=512)\n"
             f"np.savez({str(tmp_path / 'm.npz')!r}, snapshots=r.snapshots, **r.metrics)\n")
-    env = dict(os.environ, XLA_FLAGS=f"{FLAG}=false", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"{FLAG}=false {WIDTH}=256", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
     here = simulate(load_scenario("april_2025", horizon=0.05), 512, seed=4, chunk_size=512)
     there = np.load(tmp_path / "m.npz")
