@@ -28,10 +28,11 @@ def _jaxlib_release() -> tuple[int, int]:
         return (0, 0)
 
 
-def _has_avx512() -> bool:
-    """Whether this CPU has AVX-512 (Linux's /proc/cpuinfo; False where that cannot be read)."""
+def _has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has AVX-512 (its foundation, `avx512f`, in the flags Linux lists; False where they cannot be
+    read)."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("flags"):
                     return "avx512f" in line.split()

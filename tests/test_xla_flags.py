@@ -45,14 +45,16 @@ def test_flag_added_once_and_user_setting_kept(monkeypatch):
     assert "XLA_FLAGS" not in os.environ
 
 
-def test_avx512_read_from_cpuinfo():
-    """`_has_avx512` agrees with the CPU flags Linux lists (False where /proc/cpuinfo is missing)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    assert _xla_flags._has_avx512() == ("avx512f" in flags)
+def test_avx512_read_from_cpuinfo(tmp_path):
+    """AVX-512 is read from the CPU flags line: its foundation `avx512f` as a whole word, nowhere else."""
+    def has(text):
+        (tmp_path / "cpuinfo").write_text(text)
+        return _xla_flags._has_avx512(str(tmp_path / "cpuinfo"))
+
+    assert has("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512dq\n")
+    assert not has("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not has("model name\t: avx512f lookalike\nflags\t\t: fpu avx512fx\n")
+    assert not _xla_flags._has_avx512(str(tmp_path / "missing"))
 
 
 def test_results_same_without_the_flag(tmp_path):
