@@ -301,14 +301,15 @@ def _lookup_fwd(tables, index, n_regimes):
 
 
 def _lookup_bwd(n_regimes, index, ct):
-    names = list(ct)
-    stacked = jnp.stack([ct[k] for k in names])
-    # the one-hot as (R, paths), both operands contracted along their contiguous last axis: XLA's CPU library
-    # product ran 2x faster so than with a (paths, R) one-hot (78 vs 146 us for 33 tables x 8192 paths), and
-    # the gradient 4-5% faster
-    onehot = (jnp.arange(n_regimes)[:, None] == index[None, :]).astype(stacked.dtype)
-    per_regime = jnp.einsum("tp,rp->tr", stacked, onehot, precision=jax.lax.Precision.HIGHEST)
-    return {k: per_regime[i] for i, k in enumerate(names)}, None
+    with jax.named_scope("regime_lookup"):
+        names = list(ct)
+        stacked = jnp.stack([ct[k] for k in names])
+        # the one-hot as (R, paths), both operands contracted along their contiguous last axis: XLA's CPU library
+        # product ran 2x faster so than with a (paths, R) one-hot (78 vs 146 us for 33 tables x 8192 paths), and
+        # the gradient 4-5% faster
+        onehot = (jnp.arange(n_regimes)[:, None] == index[None, :]).astype(stacked.dtype)
+        per_regime = jnp.einsum("tp,rp->tr", stacked, onehot, precision=jax.lax.Precision.HIGHEST)
+        return {k: per_regime[i] for i, k in enumerate(names)}, None
 
 
 lookup.defvjp(_lookup_fwd, _lookup_bwd)
@@ -329,9 +330,10 @@ def next_regime(prep: Prep, s: State, u):
     """For a batch of paths (s of shape (paths,)): the regime of the next step (`_transition`, as in `step`), the
     path log-probability with that transition, and the regime tables looked up (`lookup`).
     `step(..., regime=next_regime(...))` is the step the reverse mode differentiates."""
-    _, nxt = _transition(prep, s.regime, u)
-    logp = s.logp + prep.log_p[s.regime, nxt]
-    return nxt, logp, lookup(_regime_tables(prep), nxt, prep.cum_p.shape[0])
+    with jax.named_scope("regime_lookup"):
+        _, nxt = _transition(prep, s.regime, u)
+        logp = s.logp + prep.log_p[s.regime, nxt]
+        return nxt, logp, lookup(_regime_tables(prep), nxt, prep.cum_p.shape[0])
 
 
 def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> State:
@@ -346,120 +348,137 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
     `regime`: the next regime, the log-probability and the looked-up tables from `next_regime` (batched, outside
     the `vmap`), the same values as the select chains; reverse mode differentiates that form (see `lookup`).
     `tables`: `_regime_tables(prep)` computed beforehand (the GPU kernel's scalars, see `_kernel`).
+    Each block of the step is a `jax.named_scope`, kept in the compiled program's op names in the forward and the
+    reverse pass alike, so that profiles split the time by block (`scripts/profile_run.py`).
     """
     v, dt = prep.v, prep.dt
     sq = jnp.sqrt(dt)
     y10, y2, dys = s.y10, s.y2, s.dysfunction
     vol = jnp.sqrt(s.var10)
 
-    # regime: transition at the start of the step (inverse CDF of the current row), then the parameters of the
-    # regime in force during the step; the correlated shocks by an unrolled 5x5 Cholesky product
-    if regime is not None:
-        nxt, logp, rg = regime
-    else:
-        n_reg = prep.cum_p.shape[0]
-        tables = _regime_tables(prep) if tables is None else tables
-        was, nxt = _transition(prep, s.regime, uniform[0])
-        now = [nxt == q for q in range(n_reg)]
-        logp = s.logp + pick(now, [pick(was, prep.log_p[:, q]) for q in range(n_reg)])
-        rg = {name: pick(now, table) for name, table in tables.items()}
+    with jax.named_scope("regime"):
+        # regime: transition at the start of the step (inverse CDF of the current row), then the parameters of the
+        # regime in force during the step; the correlated shocks by an unrolled 5x5 Cholesky product
+        if regime is not None:
+            nxt, logp, rg = regime
+        else:
+            n_reg = prep.cum_p.shape[0]
+            tables = _regime_tables(prep) if tables is None else tables
+            was, nxt = _transition(prep, s.regime, uniform[0])
+            now = [nxt == q for q in range(n_reg)]
+            logp = s.logp + pick(now, [pick(was, prep.log_p[:, q]) for q in range(n_reg)])
+            rg = {name: pick(now, table) for name, table in tables.items()}
 
-    z = [sum(rg[f"chol_{i}{j}"] * normal[j] for j in range(i + 1)) for i in range(5)]
+        z = [sum(rg[f"chol_{i}{j}"] * normal[j] for j in range(i + 1)) for i in range(5)]
 
-    # announcement jumps, and the log-probability of the jump draw (for score-function gradients w.r.t. the
-    # intensities)
-    hit = uniform[1] < rg["jump_p"]
-    logp = logp + jnp.where(hit, rg["log_jump"], rg["log_no_jump"])
-    j_pi = jnp.where(hit, rg["jump_pi_mean"] + rg["jump_pi_sd"] * normal[8], 0.0)
-    j_tau = jnp.where(hit, rg["jump_tau_mean"] + rg["jump_tau_sd"] * normal[9], 0.0)
+    with jax.named_scope("jumps"):
+        # announcement jumps, and the log-probability of the jump draw (for score-function gradients w.r.t. the
+        # intensities)
+        hit = uniform[1] < rg["jump_p"]
+        logp = logp + jnp.where(hit, rg["log_jump"], rg["log_no_jump"])
+        j_pi = jnp.where(hit, rg["jump_pi_mean"] + rg["jump_pi_sd"] * normal[8], 0.0)
+        j_tau = jnp.where(hit, rg["jump_tau_mean"] + rg["jump_tau_sd"] * normal[9], 0.0)
 
-    # macro drivers
-    r_target = s.r_star + s.pi + v["short_rate.phi_pi"] * (s.pi - v["short_rate.pi_star"]) \
-        - v["short_rate.phi_stress"] * dys
-    r = keep(prep, s.r + v["short_rate.k"] * dt * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0])
-    pi = keep(prep, s.pi + v["inflation.k"] * dt * (rg["pi_target"] - s.pi) + rg["pi_sd"] * z[1] + j_pi)
-    tau_f = keep(prep, s.tau_f + v["term_premium.k"] * dt * (rg["tau_target"] - s.tau_f) + rg["tau_sd"] * z[2]
-                 + j_tau)
-    r_star = keep(prep, s.r_star + v["neutral_rate.k"] * dt * (v["neutral_rate.mean"] - s.r_star)
-                  + v["neutral_rate.sigma"] * sq * normal[5])
-    p_target = v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s.r) - v["policy_path.phi_stress"] * dys
-    p = keep(prep, s.p + v["policy_path.k"] * dt * (p_target - s.p) + v["policy_path.sigma"] * sq * normal[6])
+    with jax.named_scope("macro"):
+        # macro drivers
+        r_target = s.r_star + s.pi + v["short_rate.phi_pi"] * (s.pi - v["short_rate.pi_star"]) \
+            - v["short_rate.phi_stress"] * dys
+        r = keep(prep, s.r + v["short_rate.k"] * dt * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0])
+        pi = keep(prep, s.pi + v["inflation.k"] * dt * (rg["pi_target"] - s.pi) + rg["pi_sd"] * z[1] + j_pi)
+        tau_f = keep(prep, s.tau_f + v["term_premium.k"] * dt * (rg["tau_target"] - s.tau_f) + rg["tau_sd"] * z[2]
+                     + j_tau)
+        r_star = keep(prep, s.r_star + v["neutral_rate.k"] * dt * (v["neutral_rate.mean"] - s.r_star)
+                      + v["neutral_rate.sigma"] * sq * normal[5])
+        p_target = (v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s.r)
+                    - v["policy_path.phi_stress"] * dys)
+        p = keep(prep, s.p + v["policy_path.k"] * dt * (p_target - s.p) + v["policy_path.sigma"] * sq * normal[6])
 
-    # foreign official holders: regime and pro-cyclical selling (partly replaced by FIMA repo) + programs
-    rise = jnp.maximum(y10 - prep.y10_0, 0.0) * 100.0  # per 100bp
-    fall = jnp.maximum(jnp.log(v["initial.dollar_index"]) - s.log_dollar, 0.0) * 10.0  # per 10% (log)
-    selling = rg["selling"]
-    sales = tuple(_holder_sales(prep, i, s.holdings[i], selling, rise, fall, t) for i in range(len(s.holdings)))
-    foreign = sum(sales, jnp.zeros_like(y10))
+    with jax.named_scope("holders"):
+        # foreign official holders: regime and pro-cyclical selling (partly replaced by FIMA repo) + programs
+        rise = jnp.maximum(y10 - prep.y10_0, 0.0) * 100.0  # per 100bp
+        fall = jnp.maximum(jnp.log(v["initial.dollar_index"]) - s.log_dollar, 0.0) * 10.0  # per 10% (log)
+        selling = rg["selling"]
+        sales = tuple(_holder_sales(prep, i, s.holdings[i], selling, rise, fall, t) for i in range(len(s.holdings)))
+        foreign = sum(sales, jnp.zeros_like(y10))
 
-    # volatility-targeting funds: holdings scale with target_vol / realized vol (capped at 2x)
-    vt = v["vol_funds.target_vol"]
-    vol_target = v["vol_funds.holdings"] * vt / jnp.maximum(vol, 0.5 * vt)
-    volfund_sales = v["vol_funds.speed"] * dt * (s.volfund - vol_target)
+    with jax.named_scope("vol_funds"):
+        # volatility-targeting funds: holdings scale with target_vol / realized vol (capped at 2x)
+        vt = v["vol_funds.target_vol"]
+        vol_target = v["vol_funds.holdings"] * vt / jnp.maximum(vol, 0.5 * vt)
+        volfund_sales = v["vol_funds.speed"] * dt * (s.volfund - vol_target)
 
-    # basis funds: repo haircut, margin constraint B <= E / h, smooth forced deleveraging, re-levering
-    haircut = rg["haircut0"] + v["basis_funds.haircut_vol"] * vol
-    haircut = haircut - v["fed.srf"] * jnp.maximum(haircut - v["fed.srf_cap"], 0.0)
-    haircut = jnp.maximum(haircut, 1e-4)
-    width = v["basis_funds.width"]
-    equity_pos = jnp.maximum(s.fund_eq, 0.0)
-    capacity = equity_pos / haircut  # the largest position the margin allows
-    excess = smooth_relu(s.fund_pos - capacity, width)
-    # smooth min(excess, position), clipped to [0, position]: the smoothing never sells what is not held
-    forced = keep(prep, jnp.clip(s.fund_pos - smooth_relu(s.fund_pos - excess, width), 0.0,
-                                 jnp.maximum(s.fund_pos, 0.0)))
-    # funds rebuild toward their initial size at most (carry alone must not grow them without bound)
-    target_pos = jnp.minimum(jnp.minimum(v["basis_funds.leverage"] * equity_pos, capacity), v["basis_funds.position"])
-    relever = keep(prep, v["basis_funds.relever"] * dt * jnp.maximum(target_pos - s.fund_pos, 0.0))
-    fund_pos = s.fund_pos - forced + relever
+    with jax.named_scope("basis_funds"):
+        # basis funds: repo haircut, margin constraint B <= E / h, smooth forced deleveraging, re-levering
+        haircut = rg["haircut0"] + v["basis_funds.haircut_vol"] * vol
+        haircut = haircut - v["fed.srf"] * jnp.maximum(haircut - v["fed.srf_cap"], 0.0)
+        haircut = jnp.maximum(haircut, 1e-4)
+        width = v["basis_funds.width"]
+        equity_pos = jnp.maximum(s.fund_eq, 0.0)
+        capacity = equity_pos / haircut  # the largest position the margin allows
+        excess = smooth_relu(s.fund_pos - capacity, width)
+        # smooth min(excess, position), clipped to [0, position]: the smoothing never sells what is not held
+        forced = keep(prep, jnp.clip(s.fund_pos - smooth_relu(s.fund_pos - excess, width), 0.0,
+                                     jnp.maximum(s.fund_pos, 0.0)))
+        # funds rebuild toward their initial size at most (carry alone must not grow them without bound)
+        target_pos = jnp.minimum(jnp.minimum(v["basis_funds.leverage"] * equity_pos, capacity),
+                                 v["basis_funds.position"])
+        relever = keep(prep, v["basis_funds.relever"] * dt * jnp.maximum(target_pos - s.fund_pos, 0.0))
+        fund_pos = s.fund_pos - forced + relever
 
-    # issuance, Fed backstop, net flow, dealers and price impact
-    deficit = keep(prep, rg["deficit"])
-    net_issuance = deficit - rg["absorption"]
-    fed_buy = v["fed.backstop"] * v["fed.max_purchases"] * dt * smooth_step(dys - v["fed.threshold"], v["fed.width"])
-    net_flow = keep(prep, foreign + forced + volfund_sales + net_issuance - fed_buy - relever)
-    dealer = s.dealer + net_flow - v["dealers.distribute_rate"] * dt * s.dealer
-    cap = v["dealers.capacity"]
-    lam = v["impact.lambda0"] / v["impact.depth"] * (1.0 + v["impact.convexity"] / cap
-                                                     * jnp.maximum(s.dealer - cap, 0.0))
-    impact = s.impact * jnp.exp(-v["impact.rho"] * dt) + lam * net_flow  # lam: impact per $bn of net flow
-    stock = s.stock + net_flow
+    with jax.named_scope("flows"):
+        # issuance, Fed backstop, net flow, dealers and price impact
+        deficit = keep(prep, rg["deficit"])
+        net_issuance = deficit - rg["absorption"]
+        fed_buy = (v["fed.backstop"] * v["fed.max_purchases"] * dt
+                   * smooth_step(dys - v["fed.threshold"], v["fed.width"]))
+        net_flow = keep(prep, foreign + forced + volfund_sales + net_issuance - fed_buy - relever)
+        dealer = s.dealer + net_flow - v["dealers.distribute_rate"] * dt * s.dealer
+        cap = v["dealers.capacity"]
+        lam = v["impact.lambda0"] / v["impact.depth"] * (1.0 + v["impact.convexity"] / cap
+                                                         * jnp.maximum(s.dealer - cap, 0.0))
+        impact = s.impact * jnp.exp(-v["impact.rho"] * dt) + lam * net_flow  # lam: impact per $bn of net flow
+        stock = s.stock + net_flow
 
-    basis = (s.basis + v["basis_funds.k"] * dt * (v["basis_funds.mean_bp"] - s.basis)
-             + v["basis_funds.sigma_bp"] * sq * normal[7] + v["basis_funds.impact_bp_per_100bn"] * 0.01 * forced)
-    fund_eq = s.fund_eq + s.fund_pos * (v["basis_funds.carry"] * dt - v["basis_funds.duration"] * 1e-4
-                                        * (basis - s.basis))
+        basis = (s.basis + v["basis_funds.k"] * dt * (v["basis_funds.mean_bp"] - s.basis)
+                 + v["basis_funds.sigma_bp"] * sq * normal[7] + v["basis_funds.impact_bp_per_100bn"] * 0.01 * forced)
+        fund_eq = s.fund_eq + s.fund_pos * (v["basis_funds.carry"] * dt - v["basis_funds.duration"] * 1e-4
+                                            * (basis - s.basis))
 
-    # the curve of the new state
-    tau_new = keep(prep, tau_total(prep, tau_f, impact, stock))
-    y10_new = keep(prep, _yield(prep.load_10, r, pi, tau_new, r_star, p))
-    y2_new = keep(prep, _yield(prep.load_2, r, pi, tau_new, r_star, p))
-    a = 0.5 ** (1.0 / v["basis_funds.vol_halflife_days"])
-    var10 = a * s.var10 + (1.0 - a) / dt * (y10_new - y10) ** 2
-    ewma10 = s.ewma10 + (-jnp.expm1(-dt / FIVE_DAYS)) * (y10_new - s.ewma10)
+    with jax.named_scope("curve"):
+        # the curve of the new state
+        tau_new = keep(prep, tau_total(prep, tau_f, impact, stock))
+        y10_new = keep(prep, _yield(prep.load_10, r, pi, tau_new, r_star, p))
+        y2_new = keep(prep, _yield(prep.load_2, r, pi, tau_new, r_star, p))
+        a = 0.5 ** (1.0 / v["basis_funds.vol_halflife_days"])
+        var10 = a * s.var10 + (1.0 - a) / dt * (y10_new - y10) ** 2
+        ewma10 = s.ewma10 + (-jnp.expm1(-dt / FIVE_DAYS)) * (y10_new - s.ewma10)
 
-    # equity (discount-rate channel through the term premium) and the dollar (rate differential, regime drift)
-    log_equity = (s.log_equity + rg["equity_drift"] + rg["equity_sd"] * z[3]
-                  - v["equity.tp_beta"] * (tau_new - s.tau))
-    log_dollar = (s.log_dollar + rg["dollar_drift"] + v["dollar.sigma"] * sq * z[4]
-                  + v["dollar.rate_beta"] * (y2_new - y2))
+    with jax.named_scope("equity_dollar"):
+        # equity (discount-rate channel through the term premium) and the dollar (rate differential, regime drift)
+        log_equity = (s.log_equity + rg["equity_drift"] + rg["equity_sd"] * z[3]
+                      - v["equity.tp_beta"] * (tau_new - s.tau))
+        log_dollar = (s.log_dollar + rg["dollar_drift"] + v["dollar.sigma"] * sq * z[4]
+                      + v["dollar.rate_beta"] * (y2_new - y2))
 
-    # federal debt: each bucket rolls 1/maturity per year into the current yield; deficits add new debt
-    debt, coupon = [], []
-    for i, (d_i, c_i) in enumerate(zip(s.debt, s.coupon, strict=True)):
-        y_i = _yield([row[i] for row in prep.load_debt], r, pi, tau_new, r_star, p)
-        roll = dt / prep.debt_mat[i] * d_i
-        new_debt = prep.debt_share[i] * deficit
-        debt.append(d_i + new_debt)
-        coupon.append((c_i * (d_i - roll) + y_i * (roll + new_debt)) / jnp.maximum(debt[-1], 1e-9))
+    with jax.named_scope("debt"):
+        # federal debt: each bucket rolls 1/maturity per year into the current yield; deficits add new debt
+        debt, coupon = [], []
+        for i, (d_i, c_i) in enumerate(zip(s.debt, s.coupon, strict=True)):
+            y_i = _yield([row[i] for row in prep.load_debt], r, pi, tau_new, r_star, p)
+            roll = dt / prep.debt_mat[i] * d_i
+            new_debt = prep.debt_share[i] * deficit
+            debt.append(d_i + new_debt)
+            coupon.append((c_i * (d_i - roll) + y_i * (roll + new_debt)) / jnp.maximum(debt[-1], 1e-9))
 
-    return State(
-        regime=nxt, logp=logp, r=r, pi=pi, tau_f=tau_f, impact=impact, stock=stock, r_star=r_star, p=p, basis=basis,
-        fund_pos=fund_pos, fund_eq=fund_eq, var10=var10, ewma10=ewma10,
-        volfund=s.volfund - volfund_sales, dealer=dealer, fed=s.fed + fed_buy,
-        holdings=tuple(x - y for x, y in zip(s.holdings, sales, strict=True)), debt=tuple(debt), coupon=tuple(coupon),
-        log_equity=log_equity, log_dollar=log_dollar, cash=s.cash + s.r * dt,
-        foreign_sales=s.foreign_sales + foreign, forced_sales=s.forced_sales + forced,
-        volfund_sales=s.volfund_sales + volfund_sales, max_y10=jnp.maximum(s.max_y10, y10_new),
-        tau=tau_new, y10=y10_new, y2=y2_new, dysfunction=dysfunction(prep, basis, y10_new, ewma10, var10),
-    )
+    with jax.named_scope("state"):
+        return State(
+            regime=nxt, logp=logp, r=r, pi=pi, tau_f=tau_f, impact=impact, stock=stock, r_star=r_star, p=p, basis=basis,
+            fund_pos=fund_pos, fund_eq=fund_eq, var10=var10, ewma10=ewma10,
+            volfund=s.volfund - volfund_sales, dealer=dealer, fed=s.fed + fed_buy,
+            holdings=tuple(x - y for x, y in zip(s.holdings, sales, strict=True)), debt=tuple(debt),
+            coupon=tuple(coupon),
+            log_equity=log_equity, log_dollar=log_dollar, cash=s.cash + s.r * dt,
+            foreign_sales=s.foreign_sales + foreign, forced_sales=s.forced_sales + forced,
+            volfund_sales=s.volfund_sales + volfund_sales, max_y10=jnp.maximum(s.max_y10, y10_new),
+            tau=tau_new, y10=y10_new, y2=y2_new, dysfunction=dysfunction(prep, basis, y10_new, ewma10, var10),
+        )

@@ -620,8 +620,9 @@ class _BlockDraws(eqx.Module):
         self.clip = clip
 
     def packed(self, t):
-        pairs = _word_pairs(self.kd[0], self.kd[1], self.ids, t, self.dtype)
-        return tuple(jax.lax.complex(a, b) for a, b in pairs)
+        with jax.named_scope("draws"):  # a block of its own in profiles (scripts/profile_run.py)
+            pairs = _word_pairs(self.kd[0], self.kd[1], self.ids, t, self.dtype)
+            return tuple(jax.lax.complex(a, b) for a, b in pairs)
 
     def unpack(self, packed):
         words = [jnp.real(x) for x in packed] + [jnp.imag(x) for x in packed]

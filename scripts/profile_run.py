@@ -9,8 +9,10 @@ Prints the top kernels with their share of the total, calls per step and time pe
 optimized HLO text of the program (fusion bodies with the source lines of their operations) to look the names
 up in. Then the time by part of the model (random numbers, regime draw and tables, step, curve, portfolio,
 report dates, loops and copies), each kernel's time split by the source functions of its instructions (the stack
-frames kept in the optimized HLO). On a GPU set XLA_FLAGS=--xla_gpu_enable_command_buffer= to see the kernels that
-a CUDA graph would otherwise hide under one name.
+frames kept in the optimized HLO); and by block of the step (its named scopes, which the reverse mode keeps where
+the stack frames point into JAX) and phase: the forward pass and, for --grad, the backward pass's rerun of the
+segments, the step recomputed for its reverse mode and the step transposed. On a GPU set
+XLA_FLAGS=--xla_gpu_enable_command_buffer= to see the kernels that a CUDA graph would otherwise hide under one name.
 """
 
 import argparse
@@ -65,9 +67,6 @@ PARTS = (
     ("portfolio", "_portfolio.py", None),
     ("report dates", "_simulate.py", ("observe", "observe_columns", "_observe_initial", "path_metrics")),
     ("step", "_model.py", None),
-    # the gradient's custom-VJP step: its reverse mode is traced where the step is called, so its instructions
-    # carry that call site, not the model's functions
-    ("step (reverse mode, not split further)", "_simulate.py", ("one", "one_step", "bwd", "fwd")),
 )
 
 
@@ -147,6 +146,83 @@ def kernel_parts(hlo: str) -> dict:
     return out
 
 
+# The step's blocks: each is a `jax.named_scope` in `_model.step`, kept in the op_name of every instruction traced
+# from it, reverse mode included (where the stack frames point into JAX's transposition rules instead).
+BLOCKS = ("regime", "jumps", "macro", "holders", "vol_funds", "basis_funds", "flows", "curve", "equity_dollar",
+          "debt", "state", "draws", "regime_lookup")
+# scopes outside the step: the counter-based draws (`_BlockDraws.packed`) and the regime tables looked up for the
+# reverse mode (`next_regime`, `lookup`'s transpose)
+_OUTSIDE = {"draws": "random numbers", "regime_lookup": "regime tables (reverse mode)"}
+PHASES = ("forward", "backward: segments run again, other", "backward: step recomputed", "backward: step transposed")
+_BLOCK_RE = re.compile(r"[(/](" + "|".join(BLOCKS) + r")[)/]")
+
+
+def phase_block(op_name: str, part: str) -> tuple[str, str]:
+    """(phase, block) of an instruction from its op_name: the forward pass, or in the gradient's backward pass
+    (under the outer `transpose(jvp())`) the segments' rerun, the step recomputed for its reverse mode (an inner
+    `jvp(`) or the step transposed (an inner `transpose(`); the step's block by its named scope, else the part of
+    the model from the stack frames (`part_of`)."""
+    head, sep, inner = op_name.partition("transpose(jvp())/")
+    if not sep and "transpose(" not in op_name:
+        phase = PHASES[0]
+    elif "transpose(" in inner:
+        phase = PHASES[3]
+    elif "jvp(" in inner:
+        phase = PHASES[2]
+    else:
+        phase = PHASES[1]
+    blocks = _BLOCK_RE.findall(op_name)
+    if not blocks:
+        return phase, part
+    return phase, _OUTSIDE.get(blocks[-1], "step: " + blocks[-1])
+
+
+def kernel_blocks(hlo: str) -> dict:
+    """{kernel name: {(phase, block): share}}, as `kernel_parts` but by `phase_block`."""
+    chains = _tables(hlo)
+    comps: dict[str, list] = {}
+    insts: dict[str, tuple] = {}
+    name = None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%(\S+) ", line)
+        if head and line.rstrip().endswith("{"):
+            name = head.group(1)
+            comps[name] = []
+            continue
+        m = re.match(r"^\s+(?:ROOT )?%(\S+) = .*?(?:calls=%(\S+?)[,} ].*)?$", line)
+        if m and name is not None:
+            frame = re.search(r"stack_frame_id=(\d+)", line)
+            part = part_of(chains.get(int(frame.group(1)), [])) if frame else "loops, copies, other"
+            op = re.search(r'op_name="([^"]*)"', line)
+            key = phase_block(op.group(1) if op else "", part)
+            insts[m.group(1)] = (m.group(2), key)
+            if not _FREE.search(line):
+                comps[name].append(key)
+    out = {}
+    for inst, (called, key) in insts.items():
+        counts = collections.Counter((comps.get(called, []) if called else []) or [key])
+        out[inst] = {k: c / sum(counts.values()) for k, c in counts.items()}
+    return out
+
+
+def print_blocks(times: dict, hlo: str, total: float) -> None:
+    """The kernel time by block of the model (rows) and phase (columns), as shares of the total."""
+    table: dict[tuple, float] = collections.defaultdict(float)
+    blocks = kernel_blocks(hlo)
+    for name, (t, _) in times.items():
+        for key, share in blocks.get(name, {(PHASES[0], "unmatched kernels"): 1.0}).items():
+            table[key] += t * share
+    phases = [p for p in PHASES if any(k[0] == p for k in table)]
+    rows = sorted({k[1] for k in table}, key=lambda b: -sum(table[p, b] for p in phases))
+    short = {p: p.replace("backward: ", "").split(",")[0] for p in phases}
+    print("\nby block of the step (named scopes) or part of the model, and phase (shares of the kernel time):")
+    print(f"  {'':36s}" + "".join(f"{short[p]:>20s}" for p in phases) + f"{'all':>8s}")
+    for b in rows:
+        cells = "".join(f"{table[p, b] / total:20.1%}" for p in phases)
+        print(f"  {b[:36]:36s}{cells}{sum(table[p, b] for p in phases) / total:8.1%}")
+    print(f"  {'all':36s}" + "".join(f"{sum(table[p, b] for b in rows) / total:20.1%}" for p in phases))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", type=int, default=16384)
@@ -194,6 +270,7 @@ def main():
     print("\nby part of the model (a kernel's time split by the parts its instructions were traced from):")
     for part, t in sorted(by_part.items(), key=lambda kv: -kv[1]):
         print(f"  {part:40s} {t / total:6.1%}")
+    print_blocks(times, hlo, total)
     unmatched = sorted((n for n in times if n not in parts), key=lambda n: -times[n][0])
     if unmatched:
         print("  unmatched (not an instruction of the optimized HLO):", ", ".join(unmatched[:8]))

@@ -33,3 +33,36 @@ def test_part_of_takes_the_innermost_known_function():
     assert profile_run.part_of([(here, "_BlockDraws._value"), (here, "_simulate")]) == "random numbers"
     assert profile_run.part_of([("/x/jax/_src/numpy.py", "where"), ("/x/jaxstress/_model.py", "step")]) == "step"
     assert profile_run.part_of([(here, "_simulate")]) == "loops, copies, other"
+
+
+def test_phase_block_reads_op_names():
+    """The phase (forward; in the backward pass the segments' rerun, the step recomputed, the step transposed) and
+    the block (named scope) of an instruction, from op names as XLA keeps them."""
+    p = profile_run.PHASES
+    loop = "jit(g)/transpose(jvp())/while/body/closed_call/while/body/closed_call/"
+    assert profile_run.phase_block("jit(f)/while/body/vmap(holders)/mul", "step") == (p[0], "step: holders")
+    assert profile_run.phase_block("jit(g)/jvp()/while/body/closed_call/draws/jit(_where)/select_n", "x") == (
+        p[0], "random numbers")
+    assert profile_run.phase_block(loop + "vmap(debt)/sub", "x") == (p[1], "step: debt")
+    assert profile_run.phase_block(loop + "jit(dynamic_update_index_in_dim)/dynamic_update_slice", "x") == (p[1], "x")
+    assert profile_run.phase_block(loop + "jvp(vmap(macro))/mul", "x") == (p[2], "step: macro")
+    assert profile_run.phase_block(loop + "jvp(regime_lookup)/dot_general", "x") == (
+        p[2], "regime tables (reverse mode)")
+    assert profile_run.phase_block(loop + "transpose(jvp(vmap(curve)))/reduce_sum", "x") == (p[3], "step: curve")
+    assert profile_run.phase_block(loop + "transpose(jvp())/scatter-add", "x") == (p[3], "x")
+
+
+def test_step_blocks_reach_the_compiled_program():
+    """Every named block of the model's step is in the op names of a compiled batched step."""
+    from jaxstress._config import load_scenario
+    from jaxstress._model import initial_state, prepare, step
+    from jaxstress._simulate import broadcast_paths
+
+    params = load_scenario("april_2025").params()
+    prep = prepare(params)
+    state = broadcast_paths(initial_state(prep, params.initial_regime), 8)
+    draws = tuple(jnp.full(8, 0.3) for _ in range(10)), tuple(jnp.full(8, 0.5) for _ in range(2))
+    hlo = jax.jit(jax.vmap(step, in_axes=(None, None, 0, 0, 0))).lower(prep, 0.0, state, *draws).compile().as_text()
+    seen = {b for ks in profile_run.kernel_blocks(hlo).values() for _, b in ks}
+    missing = {"step: " + b for b in profile_run.BLOCKS if b not in profile_run._OUTSIDE} - seen
+    assert not missing, f"blocks not found in the compiled step: {missing}"
