@@ -118,9 +118,10 @@ def part_of(chain: list) -> str:
 _FREE = re.compile(r"= \w+\[\] |\s(?:parameter|constant|broadcast|bitcast|get-tuple-element|tuple)\(")
 
 
-def kernel_parts(hlo: str) -> dict:
-    """{kernel (HLO instruction) name: {part: share}}: a fusion's instructions counted by the part each was traced
-    from (a kernel's time is split in those proportions); any other instruction wholly to its own part."""
+def _kernel_shares(hlo: str, key_of) -> dict:
+    """{kernel (HLO instruction) name: {key: share}}: a fusion's instructions counted by key_of(instruction line,
+    part it was traced from) (a kernel's time is split in those proportions); any other instruction wholly to its
+    own key."""
     chains = _tables(hlo)
     comps: dict[str, list] = {}
     insts: dict[str, tuple] = {}
@@ -134,16 +135,21 @@ def kernel_parts(hlo: str) -> dict:
         m = re.match(r"^\s+(?:ROOT )?%(\S+) = .*?(?:calls=%(\S+?)[,} ].*)?$", line)
         if m and name is not None:
             frame = re.search(r"stack_frame_id=(\d+)", line)
-            part = part_of(chains.get(int(frame.group(1)), [])) if frame else "loops, copies, other"
-            insts[m.group(1)] = (m.group(2), part)
+            key = key_of(line, part_of(chains.get(int(frame.group(1)), [])) if frame else "loops, copies, other")
+            insts[m.group(1)] = (m.group(2), key)
             if not _FREE.search(line):
-                comps[name].append(part)
+                comps[name].append(key)
     out = {}
-    for inst, (called, part) in insts.items():
-        parts = comps.get(called, []) if called else [part]
-        counts = collections.Counter(parts or [part])
-        out[inst] = {p: c / sum(counts.values()) for p, c in counts.items()}
+    for inst, (called, key) in insts.items():
+        counts = collections.Counter((comps.get(called, []) if called else []) or [key])
+        out[inst] = {k: c / sum(counts.values()) for k, c in counts.items()}
     return out
+
+
+def kernel_parts(hlo: str) -> dict:
+    """{kernel (HLO instruction) name: {part: share}}: a fusion's instructions counted by the part each was traced
+    from (a kernel's time is split in those proportions); any other instruction wholly to its own part."""
+    return _kernel_shares(hlo, lambda line, part: part)
 
 
 # The step's blocks: each is a `jax.named_scope` in `_model.step`, kept in the op_name of every instruction traced
@@ -178,31 +184,12 @@ def phase_block(op_name: str, part: str) -> tuple[str, str]:
 
 
 def kernel_blocks(hlo: str) -> dict:
-    """{kernel name: {(phase, block): share}}, as `kernel_parts` but by `phase_block`."""
-    chains = _tables(hlo)
-    comps: dict[str, list] = {}
-    insts: dict[str, tuple] = {}
-    name = None
-    for line in hlo.splitlines():
-        head = re.match(r"^(?:ENTRY )?%(\S+) ", line)
-        if head and line.rstrip().endswith("{"):
-            name = head.group(1)
-            comps[name] = []
-            continue
-        m = re.match(r"^\s+(?:ROOT )?%(\S+) = .*?(?:calls=%(\S+?)[,} ].*)?$", line)
-        if m and name is not None:
-            frame = re.search(r"stack_frame_id=(\d+)", line)
-            part = part_of(chains.get(int(frame.group(1)), [])) if frame else "loops, copies, other"
-            op = re.search(r'op_name="([^"]*)"', line)
-            key = phase_block(op.group(1) if op else "", part)
-            insts[m.group(1)] = (m.group(2), key)
-            if not _FREE.search(line):
-                comps[name].append(key)
-    out = {}
-    for inst, (called, key) in insts.items():
-        counts = collections.Counter((comps.get(called, []) if called else []) or [key])
-        out[inst] = {k: c / sum(counts.values()) for k, c in counts.items()}
-    return out
+    """{kernel name: {(phase, block): share}}, as `kernel_parts` but by `phase_block` of each op_name."""
+    def key_of(line, part):
+        op = re.search(r'op_name="([^"]*)"', line)
+        return phase_block(op.group(1) if op else "", part)
+
+    return _kernel_shares(hlo, key_of)
 
 
 def print_blocks(times: dict, hlo: str, total: float) -> None:
