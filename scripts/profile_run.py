@@ -168,7 +168,7 @@ def phase_block(op_name: str, part: str) -> tuple[str, str]:
     (under the outer `transpose(jvp())`) the segments' rerun, the step recomputed for its reverse mode (an inner
     `jvp(`) or the step transposed (an inner `transpose(`); the step's block by its named scope, else the part of
     the model from the stack frames (`part_of`)."""
-    head, sep, inner = op_name.partition("transpose(jvp())/")
+    _, sep, inner = op_name.partition("transpose(jvp())/")
     if not sep and "transpose(" not in op_name:
         phase = PHASES[0]
     elif "transpose(" in inner:
