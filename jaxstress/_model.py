@@ -137,7 +137,7 @@ class State(eqx.Module):
     fed: Float[Array, ""]  # cumulative Fed backstop purchases, $bn
     holdings: tuple[Float[Array, ""], ...]  # foreign official holdings by holder, $bn
     debt: tuple[Float[Array, ""], ...]  # marketable debt by maturity bucket, $bn
-    coupon: tuple[Float[Array, ""], ...]  # average coupon by bucket
+    interest: tuple[Float[Array, ""], ...]  # interest bill by bucket, $bn a year (its debt x its average coupon)
     log_equity: Float[Array, ""]
     log_dollar: Float[Array, ""]
     cash: Float[Array, ""]  # integral of r dt
@@ -177,7 +177,8 @@ def initial_state(prep: Prep, initial_regime: int) -> State:
         basis=v["initial.basis_bp"] + z, fund_pos=pos + z, fund_eq=pos / v["basis_funds.leverage"],
         var10=var10, ewma10=prep.y10_0 + z, volfund=v["vol_funds.holdings"] + z,
         dealer=z, fed=z, holdings=tuple(x + z for x in prep.hold["holdings"]),
-        debt=tuple(x + z for x in v["debt.amounts"]), coupon=tuple(x + z for x in v["debt.coupons"]),
+        debt=tuple(x + z for x in v["debt.amounts"]),
+        interest=tuple(d * c + z for d, c in zip(v["debt.amounts"], v["debt.coupons"], strict=True)),
         log_equity=z, log_dollar=jnp.log(v["initial.dollar_index"]) + z, cash=z,
         foreign_sales=z, forced_sales=z, volfund_sales=z, max_y10=prep.y10_0 + z, tau=tau + z, y10=prep.y10_0 + z,
         y2=y2 + z, dysfunction=dysfunction(prep, v["initial.basis_bp"] + z, prep.y10_0, prep.y10_0, var10),
@@ -461,14 +462,16 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
                       + v["dollar.rate_beta"] * (y2_new - y2))
 
     with jax.named_scope("debt"):
-        # federal debt: each bucket rolls 1/maturity per year into the current yield; deficits add new debt
-        debt, coupon = [], []
-        for i, (d_i, c_i) in enumerate(zip(s.debt, s.coupon, strict=True)):
+        # federal debt: each bucket rolls 1/maturity per year into the current yield; deficits add new debt. The
+        # state is each bucket's interest bill (debt x average coupon): the rolled share's old coupons are
+        # replaced by y_i, new debt pays y_i, so the bill updates without dividing by the debt
+        debt, interest = [], []
+        for i, (d_i, m_i) in enumerate(zip(s.debt, s.interest, strict=True)):
             y_i = _yield([row[i] for row in prep.load_debt], r, pi, tau_new, r_star, p)
-            roll = dt / prep.debt_mat[i] * d_i
+            roll = dt / prep.debt_mat[i]  # the share of the bucket maturing in the step
             new_debt = prep.debt_share[i] * deficit
             debt.append(d_i + new_debt)
-            coupon.append((c_i * (d_i - roll) + y_i * (roll + new_debt)) / jnp.maximum(debt[-1], 1e-9))
+            interest.append(m_i * (1.0 - roll) + y_i * (roll * d_i + new_debt))
 
     with jax.named_scope("state"):
         return State(
@@ -476,7 +479,7 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
             fund_pos=fund_pos, fund_eq=fund_eq, var10=var10, ewma10=ewma10,
             volfund=s.volfund - volfund_sales, dealer=dealer, fed=s.fed + fed_buy,
             holdings=tuple(x - y for x, y in zip(s.holdings, sales, strict=True)), debt=tuple(debt),
-            coupon=tuple(coupon),
+            interest=tuple(interest),
             log_equity=log_equity, log_dollar=log_dollar, cash=s.cash + s.r * dt,
             foreign_sales=s.foreign_sales + foreign, forced_sales=s.forced_sales + forced,
             volfund_sales=s.volfund_sales + volfund_sales, max_y10=jnp.maximum(s.max_y10, y10_new),

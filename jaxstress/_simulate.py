@@ -88,7 +88,7 @@ def observe_columns(params: Params, prep: Prep, s: State, t) -> list:
     i10 = params.maturities.index(10.0)
     y10 = zeros[..., i10]
     mortgage = y10 + v["mortgage.spread"] + v["mortgage.stress_spread"] * s.dysfunction
-    interest_bill = sum((d * c for d, c in zip(s.debt, s.coupon, strict=True)), jnp.zeros_like(tau))
+    interest_bill = sum(s.interest, jnp.zeros_like(tau))
     value = portfolio_value(params.portfolio, t, zero_fn, zero_fn0, jnp.exp(s.log_equity), jnp.exp(s.cash))
     return (
         [zeros[..., j] * 100 for j in range(len(params.maturities))]

@@ -598,6 +598,36 @@ def test_zero_debt_is_rejected_or_finite():
     assert np.all(np.isfinite(res.metrics["interest_cost_change_bn"]))
 
 
+def test_interest_bill_is_debt_times_rolled_average_coupon():
+    """The state keeps each bucket's interest bill; it must equal the bucket's debt times its average coupon, the
+    coupon recursion written out here: over a step the share dt / maturity of the bucket is refinanced, and the new
+    debt issued, at the bucket's current yield, the rest keeps its coupon (20 steps of april_2025 with random
+    shocks, float64)."""
+    from jaxstress._model import _yield, initial_state, prepare, step
+
+    params = load_scenario("april_2025").params(jnp.float64)
+    prep = prepare(params)
+    s = _simulate.broadcast_paths(initial_state(prep, params.initial_regime), 32)
+    rng = np.random.default_rng(5)
+    stepped = jax.jit(jax.vmap(step, in_axes=(None, None, 0, 0, 0)))
+    mat = np.asarray(params.debt_maturities)
+    debt = np.asarray(s.debt)  # (buckets, paths)
+    coupon = np.broadcast_to(np.asarray(params.values["debt.coupons"])[:, None], debt.shape)
+    np.testing.assert_allclose(np.asarray(s.interest), debt * coupon, rtol=1e-15)
+    for k in range(20):
+        normal = tuple(jnp.asarray(rng.normal(size=32)) for _ in range(10))
+        uniform = tuple(jnp.asarray(rng.uniform(size=32)) for _ in range(2))
+        s = stepped(prep, k * params.dt, s, normal, uniform)
+        y = np.stack([np.asarray(_yield([row[i] for row in prep.load_debt], s.r, s.pi, s.tau, s.r_star, s.p))
+                      for i in range(len(mat))])
+        new = np.asarray(s.debt) - debt
+        roll = params.dt / mat[:, None] * debt
+        coupon = (coupon * (debt - roll) + y * (roll + new)) / (debt + new)
+        debt = debt + new
+        np.testing.assert_allclose(np.asarray(s.interest), debt * coupon, rtol=1e-12)
+    assert np.ptp(coupon[0]) > 1e-5  # the paths' yields, so their coupons, differ
+
+
 def test_lookup_and_select_steps_agree():
     """The forward loop reads regime tables by select chains, reverse mode by `next_regime` (indexing, with the
     one-product transpose of `lookup`): the same step either way, from every regime to every regime, jump or not
