@@ -224,13 +224,11 @@ def _holder_sales(prep: Prep, i: int, held, foreign_selling, rise, fall, t):
     h = {f: a[i] for f, a in prep.hold.items()}
     dt = prep.dt
     rates = (1.0 - h["fima_share"]) * dt
+    intensity = h["sell_rate"] * foreign_selling + h["procyclical_rates"] * rise + h["procyclical_dollar"] * fall
     years = h["program_months"] / 12.0
     in_program = (t >= h["program_start"]) & (t < h["program_start"] + years)
-    program = jnp.where(in_program, h["program_total"] / years * dt, 0.0)  # $bn over the step
-    # the rate of selling over the step, as a share of the holdings: the coefficients are scalars (once a step)
-    share = ((rates * h["sell_rate"]) * foreign_selling + (rates * h["procyclical_rates"]) * rise
-             + (rates * h["procyclical_dollar"]) * fall + program / (held + 1e-9))
-    return held * one_minus_exp_neg(share)
+    desired = rates * intensity * held + jnp.where(in_program, h["program_total"] / years * dt, 0.0)
+    return held * one_minus_exp_neg(desired / (held + 1e-9))
 
 
 def one_minus_exp_neg(x):
