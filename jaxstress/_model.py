@@ -332,9 +332,15 @@ def next_regime(prep: Prep, s: State, u):
     path log-probability with that transition, and the regime tables looked up (`lookup`).
     `step(..., regime=next_regime(...))` is the step the reverse mode differentiates."""
     with jax.named_scope("regime_lookup"):
-        _, nxt = _transition(prep, s.regime, u)
-        logp = s.logp + prep.log_p[s.regime, nxt]
-        return nxt, logp, lookup(_regime_tables(prep), nxt, prep.cum_p.shape[0])
+        n_reg = prep.cum_p.shape[0]
+        was, nxt = _transition(prep, s.regime, u)
+        # log P(current -> next): the column of log_p for the next regime looked up with the tables, then the
+        # current regime's entry picked; indexing log_p by both would transpose into a scatter-add onto its R x R
+        # entries (atomics on 16 addresses on a GPU: 23% of the gradient's time there)
+        rows = {f"log_p_from_{q}": prep.log_p[q] for q in range(n_reg)}
+        rg = lookup({**_regime_tables(prep), **rows}, nxt, n_reg)
+        logp = s.logp + pick(was, [rg.pop(k) for k in rows])
+        return nxt, logp, rg
 
 
 def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> State:

@@ -679,6 +679,36 @@ def test_lookup_gradient_equals_indexing():
         assert np.all(np.abs(np.asarray(g1[k])) > 0)
 
 
+def test_regime_logp_gradient_equals_indexing_without_scatter():
+    """`next_regime`'s log-probability, read from the tables' lookup and picked by the current regime, has the
+    gradient w.r.t. the log-transition matrix that indexing it by (regime, next regime) has, and its reverse mode
+    has no scatter-add (onto the R x R entries from every path: atomics on a GPU), float64."""
+    from jaxstress._model import initial_state, next_regime, prepare
+
+    params = load_scenario("april_2025").params(jnp.float64)
+    prep = prepare(params)
+    n_reg = prep.cum_p.shape[0]
+    n = 400
+    rng = np.random.default_rng(8)
+    state = _simulate.broadcast_paths(initial_state(prep, params.initial_regime), n)
+    state = eqx.tree_at(lambda s: s.regime, state, jnp.asarray(rng.integers(0, n_reg, size=n), jnp.int32))
+    u, w = jnp.asarray(rng.uniform(size=n)), jnp.asarray(rng.normal(size=n))
+
+    def loss(log_p, indexed):
+        p = eqx.tree_at(lambda q: q.log_p, prep, log_p)
+        nxt, logp, _ = next_regime(p, state, u)
+        if indexed:
+            logp = state.logp + log_p[state.regime, nxt]
+        return jnp.sum(w * logp)
+
+    looked_up, indexed = (jax.grad(functools.partial(loss, indexed=i)) for i in (False, True))
+    got, want = looked_up(prep.log_p), indexed(prep.log_p)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    assert np.count_nonzero(np.asarray(want)) > n_reg  # transitions out of several regimes are drawn
+    assert "scatter-add" not in str(jax.make_jaxpr(looked_up)(prep.log_p))
+    assert "scatter-add" in str(jax.make_jaxpr(indexed)(prep.log_p))  # the check can fail
+
+
 def test_step_forms_gradient_equals_direct():
     """`_step_forms` (forward by select chains, reverse mode by recomputing the looked-up step) gives the
     cotangents that differentiating the looked-up step directly gives, w.r.t. the parameters and the state, and the
