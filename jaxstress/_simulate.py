@@ -761,9 +761,12 @@ CPU_CHUNK = 16384  # paths a chunk on CPU: the step's arrays stay in the caches
 # against 229 (4096), 192-198 (8192) and 187 (32768); with `jax.checkpoint` before, 8192 had been the best
 CPU_GRAD_CHUNK = 16384
 MAX_ACCELERATOR_CHUNK = 1 << 22
-# gradients on an accelerator: 2^18 paths a chunk took 1.31 s on an H200 (compile 22-29 s); a chunk of 2^20
-# (fits in memory) did not finish within 130 s there
-MAX_ACCELERATOR_GRAD_CHUNK = 1 << 18
+# gradients on an accelerator: with the reverse mode written out, larger chunks amortize the loops' ~320 kernel
+# launches a step. H100, 2^20 paths x 252 steps in chunks of 2^18 / 2^19 / 2^20: 1.26 / 0.96 / 0.86 s; after the
+# scatter-free log-probability (next_regime) 0.59 s in one chunk of 2^20 and 1.06 s for 2^21 paths in one chunk
+# (peak GPU memory 5.5 and 10.7 GiB). (Before the written-out reverse mode a chunk of 2^20 did not finish within
+# 130 s on an H200.) The memory estimate below decides within this cap.
+MAX_ACCELERATOR_GRAD_CHUNK = 1 << 21
 ACCELERATOR_MEMORY_SHARE = 0.3  # of the device's memory, for one chunk's arrays
 
 
@@ -773,7 +776,8 @@ def chunk_bytes_per_path(params: Params, kind: str = "forward", n_reports: int =
     it) and the state; for the gradient, the states kept at the segments' starts and in the segment buffer,
     growing as sqrt(steps). Measured on an H200 for `april_2025` over a year (7 report points, 47 variables: this
     gives 6.0 KB): forward 4.1 KB a path (peak 38.5 GiB at 10^7 paths), gradient under 16 KB (peak 4.0 GiB for
-    2^18 gradient paths beside 2^20 forward paths; before the segment buffer)."""
+    2^18 gradient paths beside 2^20 forward paths; before the segment buffer). On an H100 with the segment buffer,
+    float32: 5.5 KB a gradient path (peak 5.5 GiB at 2^20, 10.7 GiB at 2^21); 16 KB leaves room for float64."""
     if kind == "forward":
         return 4 * (3 * n_reports * len(variable_names(params)) + 512)
     return int(16_000 * max(1.0, np.sqrt(params.n_steps / 252)))
@@ -782,7 +786,7 @@ def chunk_bytes_per_path(params: Params, kind: str = "forward", n_reports: int =
 def default_chunk_size(params: Params, kind: str = "forward", cpu: int | None = None, n_reports: int = 7) -> int:
     """Paths a chunk when none is given: `cpu` on a CPU (None: `CPU_CHUNK` for the forward, `CPU_GRAD_CHUNK` for
     gradients); on an accelerator, whose kernels need millions of paths to fill it, the largest power of two (at
-    most 2^22, 2^18 for gradients) whose arrays take at most 30% of its memory."""
+    most 2^22, 2^21 for gradients) whose arrays take at most 30% of its memory."""
     if cpu is None:
         cpu = CPU_CHUNK if kind == "forward" else CPU_GRAD_CHUNK
     if jax.default_backend() == "cpu":

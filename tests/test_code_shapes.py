@@ -91,10 +91,10 @@ class _FakeDevice:
 
 
 @pytest.mark.parametrize("limit, forward, gradient", [
-    (105 * 2**30, 1 << 22, 1 << 18),  # an H200 (75% of 141 GB preallocated): 5.6M and 2.1M fit
-    (60 * 2**30, 1 << 21, 1 << 18),  # an H100
+    (105 * 2**30, 1 << 22, 1 << 21),  # an H200 (75% of 141 GB preallocated): 5.6M and 2.1M fit
+    (60 * 2**30, 1 << 21, 1 << 20),  # an H100: 1.2M gradient paths fit
     (4 * 2**30, 1 << 17, 1 << 16),  # a small GPU
-    (None, 1 << 20, 1 << 18),  # no memory statistics
+    (None, 1 << 20, 1 << 20),  # no memory statistics
 ])
 def test_default_chunk_size_on_an_accelerator(monkeypatch, limit, forward, gradient):
     from jaxstress._simulate import CPU_CHUNK, chunk_bytes_per_path, default_chunk_size
