@@ -412,6 +412,10 @@ def cmd_validate(args) -> int:
     return 0
 
 
+# verbs that compile nothing, or (bench) that report the compile time and so must not load it from disk
+NO_CACHE = ("bench", "scenarios", "compare", "validate")
+
+
 def main(argv=None) -> int:
     from ._errors import ConfigError
 
@@ -422,6 +426,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run", *argv])
+    if args.command not in NO_CACHE and not getattr(args, "distributed", False):
+        # (not in multi-process runs: their processes would write the same entries at the same moment)
+        from ._compile_cache import enable
+
+        enable()
     handlers = {"run": cmd_run, "scenarios": cmd_scenarios, "compare": cmd_compare, "validate": cmd_validate,
                 "sensitivities": cmd_sensitivities, "bench": cmd_bench, **parser.verb_handlers}
     try:
