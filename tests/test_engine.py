@@ -753,13 +753,14 @@ def test_step_forms_gradient_equals_direct():
 
 def test_final_state_gradient_equals_plain_scan():
     """`_final_state`'s reverse mode (segments run again from their stored starts, one buffer) gives the gradient
-    of plain reverse mode through a scan of the looked-up step: float64, 11 steps in 3 segments of 4 (the buffer
-    reused, the last segment with a masked step), 256 paths."""
+    of plain reverse mode through a scan of the looked-up step: float64, 12 steps in 3 segments of 4 (the buffer
+    reused; segments that divide the steps, as `segment_length` picks) and of 5 (the last segment's last 3 steps
+    masked), 256 paths."""
     from jaxstress._model import initial_state, next_regime, prepare, step
     from jaxstress._simulate import _block_draws, _final_state
 
     params = load_scenario("april_2025").params(jnp.float64)
-    n = 11
+    n = 12
     draw = _block_draws(jax.random.key(3), jnp.arange(1, dtype=jnp.uint32), jnp.float64, clip=6.0)
     looked_up = jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))
     w = jnp.asarray(np.random.default_rng(2).normal(size=BLOCK))
@@ -780,10 +781,20 @@ def test_final_state_gradient_equals_plain_scan():
     value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
     value, want = value_and_grad(values, "plain")
     assert all(float(want[k]) != 0 for k in values), want
-    got_value, got = value_and_grad(values, 4)
-    np.testing.assert_allclose(got_value, value, rtol=1e-13)
-    for k in values:
-        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, err_msg=k)
+    for seg in (4, 5):
+        got_value, got = value_and_grad(values, seg)
+        np.testing.assert_allclose(got_value, value, rtol=1e-13)
+        for k in values:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-10, err_msg=f"{k}, segments of {seg}")
+
+
+@pytest.mark.parametrize("n, seg", [(252, 14), (63, 7), (25, 5), (12, 3), (13, 4), (1, 1), (2, 1), (504, 21)])
+def test_segment_length_divides_the_steps_where_it_can(n, seg):
+    """The gradient's segments: a divisor of the step count near sqrt(T) (no masked steps), else sqrt(T)
+    rounded (13 steps: 4 segments of 4, the last 3 steps masked)."""
+    from jaxstress._simulate import segment_length
+
+    assert segment_length(n) == seg
 
 
 def test_par_yields_share_one_grid_and_match_one_by_one():
