@@ -21,6 +21,8 @@ import os
 import platform
 from pathlib import Path
 
+from ._xla_flags import cpu_flags
+
 ENV = "JAXSTRESS_CACHE_DIR"
 OFF = ("", "0", "off", "none", "false")
 
@@ -28,16 +30,9 @@ OFF = ("", "0", "off", "none", "false")
 def machine_tag(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The processor architecture and a short hash of the instruction-set flags Linux lists (`nocpuinfo` where
     they cannot be read)."""
-    flags = "nocpuinfo"
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):  # x86 / Arm
-                    flags = hashlib.sha256(" ".join(sorted(line.split(":", 1)[-1].split())).encode()).hexdigest()[:12]
-                    break
-    except OSError:
-        pass
-    return f"{platform.machine() or 'unknown'}-{flags}"
+    flags = cpu_flags(cpuinfo)
+    digest = "nocpuinfo" if flags is None else hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
+    return f"{platform.machine() or 'unknown'}-{digest}"
 
 
 def cache_dir(environ=os.environ) -> Path | None:

@@ -28,17 +28,23 @@ def _jaxlib_release() -> tuple[int, int]:
         return (0, 0)
 
 
-def _has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU has AVX-512 (its foundation, `avx512f`, in the flags Linux lists; False where they cannot be
-    read)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str] | None:
+    """The instruction-set flags Linux lists for the first processor (its `flags` line on x86, `Features` on Arm),
+    or None where they cannot be read."""
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return "avx512f" in line.split()
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[-1].split()
     except OSError:
         pass
-    return False
+    return None
+
+
+def _has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has AVX-512 (its foundation, `avx512f`, in the flags Linux lists; False where they cannot be
+    read)."""
+    return "avx512f" in (cpu_flags(cpuinfo) or [])
 
 
 def defaults() -> list[str]:
