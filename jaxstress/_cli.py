@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--width", type=_positive_float, default=0.05,
                       help="smoothing width of probability indicators, in the metric's unit (default 0.05)")
     sens.add_argument("--top", type=_positive_int, default=25, help="drivers printed and charted (default 25)")
+    sens.add_argument("--devices", type=_devices, metavar="all|N",
+                      help="spread the gradient's chunks over the local devices (GPUs), a chunk a device at a time: "
+                           "'all' or a count (default: one); the same chunks and results as on one device")
     sens.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     bn = sub.add_parser("bench", help="forward throughput, gradient/forward time ratio, compile time, peak memory")
@@ -212,10 +215,22 @@ def _write_charts_and_report(res, args, out_dir) -> None:
     write_report(out_dir, summary, pngs, scenario_source_text(res.scenario.file, args.overrides))
 
 
+def _local_devices(arg: str | int | None) -> int | None:
+    """--devices as a count of this process's devices (None: one); more than it has is an error."""
+    import jax
+
+    from ._errors import ConfigError
+
+    n_local = jax.local_device_count()
+    devices = n_local if arg == "all" else arg
+    if devices is not None and devices > n_local:
+        raise ConfigError(f"--devices {devices}: this process has {n_local} {jax.default_backend()} device(s)")
+    return devices
+
+
 def cmd_run(args) -> int:
     import functools
 
-    from ._errors import ConfigError
     from ._output import write_outputs
     from ._progress import Progress
     from ._simulate import simulate
@@ -230,10 +245,7 @@ def cmd_run(args) -> int:
         jax.config.update("jax_enable_x64", True)
     scenario = _load(args)
     lead = jax.process_index() == 0  # only process 0 prints and writes
-    n_local = jax.local_device_count()
-    devices = n_local if args.devices == "all" else args.devices
-    if devices is not None and devices > n_local:
-        raise ConfigError(f"--devices {devices}: this process has {n_local} {jax.default_backend()} device(s)")
+    devices = _local_devices(args.devices)
     t0 = time.perf_counter()
     with Progress(quiet=args.quiet or not lead) as progress:
         progress.start(args.paths)
@@ -266,15 +278,16 @@ def cmd_sensitivities(args) -> int:
         jax.config.update("jax_enable_x64", True)
     parse_metric(args.metric)
     scenario = _load(args)
+    devices = _local_devices(args.devices)
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()] if args.drivers else None
     with Progress(quiet=args.quiet) as progress:
         progress.start(args.paths)
         res = sensitivities(scenario, args.metric, args.paths, seed=args.seed, chunk_size=args.chunk_size,
-                            drivers=drivers, width=args.width, progress=progress)
+                            drivers=drivers, width=args.width, progress=progress, devices=devices)
     ranked = sorted(res.gradients.items(), key=lambda kv: -abs(kv[1]["scaled"]))
     doc = {"metric": res.metric, "value": res.value, "stderr": res.stderr, "scenario": scenario.name,
            "config_hash": scenario.hash(), "seed": args.seed, "paths": res.n_paths, "chunks": res.n_chunks,
-           "forward_s": round(res.forward_s, 3), "gradient_s": round(res.gradient_s, 3),
+           "forward_s": round(res.forward_s, 3), "gradient_s": round(res.gradient_s, 3), "devices": devices or 1,
            "version": _version(), "gradients": dict(ranked)}
     with atomic_dir(args.out) as tmp:
         (tmp / "sensitivities.json").write_text(json.dumps(doc, indent=2, allow_nan=False))

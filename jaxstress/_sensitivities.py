@@ -25,11 +25,22 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
 from ._errors import ConfigError
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
-from ._simulate import BLOCK, METRIC_NAMES, _block_draws, default_chunk_size, horizon_metrics, seed_key
+from ._simulate import (
+    BLOCK,
+    METRIC_NAMES,
+    PATHS_AXIS,
+    _block_draws,
+    _vary_like,
+    default_chunk_size,
+    horizon_metrics,
+    paths_mesh,
+    seed_key,
+)
 
 _MEAN = re.compile(r"^(?P<base>\w+?)_mean$")
 _Q = re.compile(r"^(?P<base>\w+?)_(?:q|var_)(?P<q>\d\d)$")
@@ -174,11 +185,8 @@ def chunk_values(params: Params, key, first_block, n_blocks: int, base_ix):
     return _per_path(params, key, first_block, n_blocks, base_ix)[0]
 
 
-@eqx.filter_jit
-def chunk_gradient(params: Params, key, first_block, n_blocks: int, kind_ix, base_ix, q, level, var, bandwidth,
-                   width):
-    """(estimate, gradient w.r.t. the driver leaves) on one chunk. The metric (`base_ix` into METRIC_NAMES) and
-    its kind (`kind_ix` into KINDS) are traced, so one compilation serves every metric."""
+def _value_and_gradient(params: Params, key, first_block, n_blocks: int, kind_ix, base_ix, q, level, var, bandwidth,
+                        width):
     leaves = driver_leaves(params)
 
     def f(d):
@@ -187,6 +195,54 @@ def chunk_gradient(params: Params, key, first_block, n_blocks: int, kind_ix, bas
         return jax.lax.switch(kind_ix, branches, vals, logp)
 
     return jax.value_and_grad(f)(leaves)
+
+
+@eqx.filter_jit
+def chunk_gradient(params: Params, key, first_block, n_blocks: int, kind_ix, base_ix, q, level, var, bandwidth,
+                   width):
+    """(estimate, gradient w.r.t. the driver leaves) on one chunk. The metric (`base_ix` into METRIC_NAMES) and
+    its kind (`kind_ix` into KINDS) are traced, so one compilation serves every metric."""
+    return _value_and_gradient(params, key, first_block, n_blocks, kind_ix, base_ix, q, level, var, bandwidth, width)
+
+
+def _one_chunk_a_device(fn, stack: bool, mesh, params: Params, key, first_blocks, *scalars):
+    """fn(params, key, first_block, *scalars) for as many chunks as `mesh` has devices, one a device: each device
+    runs the one-chunk program on its own chunk (`jax.shard_map`, no communication). The results come back in the
+    order of `first_blocks`: stacked along a new leading axis (`stack`), else concatenated along their first."""
+    dynamic, static = eqx.partition(params, eqx.is_array)
+    spec, rep = PartitionSpec(PATHS_AXIS), PartitionSpec()
+
+    def local(dynamic, key, firsts, *scalars):
+        # the parameters marked as differing by device, as each device's chunk does: its gradient is its own (a
+        # replicated input's cotangent would be summed over the devices)
+        dynamic = _vary_like(dynamic, firsts)
+        out = fn(eqx.combine(dynamic, static), key, firsts[0], *scalars)
+        return jax.tree_util.tree_map(lambda x: x[None], out) if stack else out
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, spec) + (rep,) * len(scalars), out_specs=spec)(
+        dynamic, key, first_blocks, *scalars)
+
+
+@eqx.filter_jit
+def chunk_values_on_devices(params: Params, key, first_blocks, n_blocks: int, base_ix, mesh: Mesh):
+    """`chunk_values` of len(first_blocks) chunks, one on each device of `mesh`: their per-path values, chunk after
+    chunk."""
+    def fn(p, k, first, b):
+        return _per_path(p, k, first, n_blocks, b)[0]
+
+    return _one_chunk_a_device(fn, False, mesh, params, key, first_blocks, base_ix)
+
+
+@eqx.filter_jit
+def chunk_gradients_on_devices(params: Params, key, first_blocks, n_blocks: int, kind_ix, base_ix, q, level, var,
+                               bandwidth, width, mesh: Mesh):
+    """`chunk_gradient` of len(first_blocks) chunks, one on each device of `mesh`: (estimates (chunks,), gradients
+    with a leading axis of chunks). One compiled program (SPMD) serves every device."""
+    def fn(p, k, first, *scalars):
+        return _value_and_gradient(p, k, first, n_blocks, *scalars)
+
+    return _one_chunk_a_device(fn, True, mesh, params, key, first_blocks, kind_ix, base_ix, q, level, var,
+                               bandwidth, width)
 
 
 def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, var=None, width: float = 0.05):
@@ -222,10 +278,15 @@ class SensitivityResult:
 
 def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, chunk_size: int | None = None,
                   drivers: list[str] | None = None, width: float = 0.05, dtype=None,
-                  progress=None) -> SensitivityResult:
+                  progress=None, devices: int | None = None) -> SensitivityResult:
     """Gradient of `metric` w.r.t. every driver (or those named), with standard errors across chunks (at least 8
     chunks where there are 8 blocks). chunk_size None: 16384 paths on CPU, sized to the memory of an accelerator
-    (`default_chunk_size`)."""
+    (`default_chunk_size`).
+
+    devices: spread the chunks over this many local devices (None or 1: one), one chunk a device at a time
+    (`chunk_gradients_on_devices`, one compiled program for all of them). The chunks and their estimates are
+    those of a one-device run; a last group with fewer chunks than devices is filled up with repeats of its last
+    chunk, whose results are dropped."""
     spec = parse_metric(metric)
     params = scenario.params(dtype)
     if chunk_size is None:
@@ -235,24 +296,57 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     n_chunks = -(-blocks // chunk_blocks)
     blocks = n_chunks * chunk_blocks
     key = seed_key(seed)
-    t0 = time.perf_counter()
     base_ix = jnp.asarray(METRIC_NAMES.index(spec.base), jnp.int32)
-    vals = np.concatenate([np.asarray(chunk_values(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32),
-                                                   chunk_blocks, base_ix)) for c in range(n_chunks)])
+    n_dev = min(devices or 1, n_chunks)
+    if n_dev > 1:
+        mesh = paths_mesh(n_dev)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        dynamic, static = eqx.partition(params, eqx.is_array)
+        params_m = eqx.combine(jax.device_put(dynamic, replicated), static)
+        key_m = jax.device_put(key, replicated)
+        firsts_sharding = NamedSharding(mesh, PartitionSpec(PATHS_AXIS))
+
+    def groups():
+        """The chunks in groups of n_dev and the first block of each, one a device (on one device: one chunk and
+        its first block, a scalar); a last group short of n_dev repeats its last chunk."""
+        for g in range(0, n_chunks, n_dev):
+            chunks = list(range(g, min(g + n_dev, n_chunks)))
+            firsts = [c * chunk_blocks for c in chunks + chunks[-1:] * (n_dev - len(chunks))]
+            if n_dev == 1:
+                yield chunks, jnp.asarray(firsts[0], jnp.uint32)
+            else:
+                yield chunks, jax.device_put(np.asarray(firsts, np.uint32), firsts_sharding)
+
+    t0 = time.perf_counter()
+    parts = []
+    for chunks, firsts in groups():
+        if n_dev == 1:
+            parts.append(np.asarray(chunk_values(params, key, firsts, chunk_blocks, base_ix)))
+        else:
+            v = np.asarray(chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh))
+            parts.append(v[:len(chunks) * chunk_blocks * BLOCK])
+    vals = np.concatenate(parts)
     forward_s = time.perf_counter() - t0
     var = float(np.quantile(vals, spec.q)) if spec.kind in ("quantile", "es") else 0.0
     bw = 1.06 * float(vals.std()) * vals.size ** (-0.2) + 1e-12
     dt_ = params.values["curve.k"].dtype
+    scalars = (jnp.asarray(KINDS.index(spec.kind), jnp.int32), base_ix,
+               *(jnp.asarray(x, dt_) for x in (spec.q, spec.level, var, bw, width)))
     est, grads = [], []
     t0 = time.perf_counter()
-    for c in range(n_chunks):
-        v, g = chunk_gradient(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32), chunk_blocks,
-                              jnp.asarray(KINDS.index(spec.kind), jnp.int32),
-                              base_ix, *(jnp.asarray(x, dt_) for x in (spec.q, spec.level, var, bw, width)))
-        est.append(float(v))
-        grads.append(jax.tree_util.tree_map(np.asarray, g))
+    for chunks, firsts in groups():
+        if n_dev == 1:
+            v, g = chunk_gradient(params, key, firsts, chunk_blocks, *scalars)
+            est.append(float(v))
+            grads.append(jax.tree_util.tree_map(np.asarray, g))
+        else:
+            v, g = chunk_gradients_on_devices(params_m, key_m, firsts, chunk_blocks, *scalars, mesh)
+            v, g = np.asarray(v), jax.tree_util.tree_map(np.asarray, g)
+            for i in range(len(chunks)):
+                est.append(float(v[i]))
+                grads.append(jax.tree_util.tree_map(lambda x, i=i: x[i], g))
         if progress:
-            progress((c + 1) * chunk_blocks * BLOCK, blocks * BLOCK)
+            progress((chunks[-1] + 1) * chunk_blocks * BLOCK, blocks * BLOCK)
     gradient_s = time.perf_counter() - t0
     leaves = driver_leaves(params)
     names = expand_names(params, leaves)

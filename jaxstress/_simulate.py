@@ -175,7 +175,9 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     k = n_paths if snap_paths is None else snap_paths
     if not 0 <= k <= n_paths:
         raise ValueError(f"snap_paths must be in [0, {n_paths}], got {snap_paths}")
-    prep = prepare(params)
+    # under `shard_map` all of `prep` varies by device, as the draws do: constants made in `prepare` (the debt's
+    # maturities) among them, so that their cotangents, each device's own, type-check (`_sensitivities`)
+    prep = _vary_like(prepare(params), draw.ids)
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     state = broadcast_paths(s0, n_paths)
@@ -290,17 +292,28 @@ def _carried_draws(draw: Callable):
     return (lambda t: (jnp.asarray(t, jnp.int32), draw)), (lambda td: td[1](td[0]))
 
 
-def _vary_like(tree, draws):
-    """Under `shard_map`, mark `tree` (the initial state, the same on every device) as varying over the mesh
-    axes that `draws` (which differ by device) vary over, so that a loop carrying both type-checks."""
-    aval = jax.typeof(jax.tree_util.tree_leaves(draws)[0])
+def _varying_axes(x) -> tuple:
+    """The manual mesh axes that x varies over under `shard_map` (none outside it)."""
+    aval = jax.typeof(x)
     axes = getattr(aval, "vma", None)  # the varying manual axes; newer jax: manual_axis_type.varying
     if axes is None:
         axes = getattr(getattr(aval, "manual_axis_type", None), "varying", ())
-    axes = tuple(sorted(axes or ()))
+    return tuple(sorted(axes or ()))
+
+
+def _vary_like(tree, draws):
+    """Under `shard_map`, mark `tree` (e.g. the initial state, the same on every device) as varying over the mesh
+    axes that `draws` (which differ by device) vary over, so that a loop carrying both type-checks. Leaves that
+    vary over them already are left as they are."""
+    axes = _varying_axes(jax.tree_util.tree_leaves(draws)[0])
     if not axes:
         return tree
-    return jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, axes, to="varying"), tree)
+
+    def vary(a):
+        missing = tuple(ax for ax in axes if ax not in _varying_axes(a))
+        return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+    return jax.tree_util.tree_map(vary, tree)
 
 
 def _step_forms(dt: float, n: int, masked: bool, unpack: Callable):
@@ -419,8 +432,10 @@ def _final_state_bwd(cfg, res, ct_final):
         ct_state, ct_prep = jax.lax.fori_loop(0, seg, reverse, (ct_state, ct_prep))
         return (ct_state, ct_prep, buf), None
 
-    buf = tree_map(lambda x: jnp.zeros((seg,) + x.shape[1:], x.dtype), starts)
-    (ct_state, ct_prep, _), _ = jax.lax.scan(back, (ct_final, tree_map(jnp.zeros_like, prep), buf),
+    # under `shard_map` (a chunk a device, `_sensitivities`) the loop's zeros vary by device as the rest does
+    buf = _vary_like(tree_map(lambda x: jnp.zeros((seg,) + x.shape[1:], x.dtype), starts), starts)
+    zeros = _vary_like(tree_map(jnp.zeros_like, prep), starts)
+    (ct_state, ct_prep, _), _ = jax.lax.scan(back, (ct_final, zeros, buf),
                                              jnp.arange(n_seg), reverse=True)
     return ct_prep, ct_state, tree_map(_zero_cotangent, draw)
 
@@ -451,7 +466,9 @@ def horizon_metrics(params: Params, n_paths: int, draw: _BlockDraws, segment: in
     """
     if not isinstance(draw, _BlockDraws):
         raise TypeError(f"horizon_metrics needs the draws as a _BlockDraws, got {type(draw).__name__}")
-    prep = prepare(params)
+    # under `shard_map` all of `prep` varies by device, as the draws do: constants made in `prepare` (the debt's
+    # maturities) among them, so that their cotangents, each device's own, type-check (`_sensitivities`)
+    prep = _vary_like(prepare(params), draw.ids)
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     obs0 = observe_columns(params, prep, s0, jnp.zeros((), prep.y10_0.dtype))

@@ -10,6 +10,7 @@ collectives on CPU) and a one-process reference run beside them; the outputs mus
 """
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -129,6 +130,68 @@ def test_cli_device_and_distributed_errors(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES not" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# sensitivities: the scenario, chunks and dtype of test_sensitivities (its one-device gradient is compiled once for
+# both modules); 10 chunks over 4 devices: groups of 4, 4 and 2, the last filled up with repeats of its last chunk
+SENS_ARGS = dict(horizon=0.1, overrides=["fed.threshold=1.0"])
+SENS_PATHS, SENS_CHUNK = 5120, 512
+
+
+@pytest.fixture(scope="module")
+def sens_one_device(x64):
+    from jaxstress._sensitivities import sensitivities
+
+    sc = load_scenario(SCENARIO, **SENS_ARGS)
+    return sensitivities(sc, "y10_change_bp_mean", SENS_PATHS, seed=SEED, chunk_size=SENS_CHUNK, dtype=jnp.float64)
+
+
+def _assert_same_sensitivities(got: dict, want, what: str):
+    """got: sensitivities.json's fields (or a SensitivityResult's, as a dict); float64, so the SPMD program's other
+    rounding stays far below the tolerance."""
+    assert got["value"] == pytest.approx(want.value, rel=1e-12), what
+    assert got["stderr"] == pytest.approx(want.stderr, rel=1e-9), what
+    assert got["gradients"].keys() == want.gradients.keys()
+    for field in ("value", "stderr"):
+        a = np.array([got["gradients"][k][field] for k in want.gradients])
+        b = np.array([want.gradients[k][field] for k in want.gradients])
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max(), err_msg=f"{what}: {field}")
+
+
+def test_sensitivities_over_devices_equal_one_device(x64, sens_one_device, monkeypatch):
+    """The gradient's chunks spread over 4 devices, a chunk a device (one SPMD program): the chunks of the
+    one-device run, the same estimates and standard errors."""
+    from jaxstress import _sensitivities
+
+    sc = load_scenario(SCENARIO, **SENS_ARGS)
+    firsts = []
+    on_devices = _sensitivities.chunk_gradients_on_devices
+
+    def spy(*args):
+        firsts.append(np.asarray(args[2]).tolist())
+        return on_devices(*args)
+
+    monkeypatch.setattr(_sensitivities, "chunk_gradients_on_devices", spy)
+    four = _sensitivities.sensitivities(sc, "y10_change_bp_mean", SENS_PATHS, seed=SEED, chunk_size=SENS_CHUNK,
+                                        dtype=jnp.float64, devices=N_DEV)
+    assert firsts == [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18, 18, 18]]  # chunk c starts at block 2c
+    assert (four.n_chunks, four.n_paths) == (sens_one_device.n_chunks, sens_one_device.n_paths) == (10, SENS_PATHS)
+    _assert_same_sensitivities(dataclasses.asdict(four), sens_one_device, "devices=4")
+
+
+def test_cli_sensitivities_devices_all(tmp_path, sens_one_device, capsys):
+    out = tmp_path / "sens"
+    rc = main(["sensitivities", SCENARIO, "--horizon", "0.1", "--set", "fed.threshold=1.0", "--paths",
+               str(SENS_PATHS), "--chunk-size", str(SENS_CHUNK), "--seed", str(SEED), "--float64", "--devices", "all",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    doc = json.loads((out / "sensitivities.json").read_text())
+    assert (doc["devices"], doc["chunks"], doc["paths"]) == (N_DEV, 10, SENS_PATHS)
+    _assert_same_sensitivities(doc, sens_one_device, "--devices all")
+    rc = main(["sensitivities", SCENARIO, "--paths", "256", "--devices", "5", "--out", str(tmp_path / "b"),
+               "--quiet"])
+    assert rc == 2 and "--devices 5: this process has 4 cpu device(s)" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("n_proc, n_chunks", [(3, 7), (4, 2), (2, 6)])
