@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--devices", type=_devices, metavar="all|N",
                       help="spread the gradient's chunks over the local devices (GPUs), a chunk a device at a time: "
                            "'all' or a count (default: one); the same chunks and results as on one device")
+    sens.add_argument("--distributed", action="store_true",
+                      help="multi-host (jax.distributed): each process computes its share of the chunks, process 0 "
+                           "merges and writes; set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or "
+                           "run under SLURM / Open MPI")
     sens.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     bn = sub.add_parser("bench", help="forward throughput, gradient/forward time ratio, compile time, peak memory")
@@ -272,22 +276,31 @@ def cmd_sensitivities(args) -> int:
     from ._progress import Progress
     from ._sensitivities import parse_metric, sensitivities
 
-    if args.float64:
-        import jax
+    if args.distributed:  # before any JAX computation
+        from ._distributed import initialize
 
+        initialize()
+    import jax
+
+    if args.float64:
         jax.config.update("jax_enable_x64", True)
     parse_metric(args.metric)
     scenario = _load(args)
     devices = _local_devices(args.devices)
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()] if args.drivers else None
-    with Progress(quiet=args.quiet) as progress:
+    lead = jax.process_index() == 0  # only process 0 prints and writes
+    with Progress(quiet=args.quiet or not lead) as progress:
         progress.start(args.paths)
         res = sensitivities(scenario, args.metric, args.paths, seed=args.seed, chunk_size=args.chunk_size,
-                            drivers=drivers, width=args.width, progress=progress, devices=devices)
+                            drivers=drivers, width=args.width, progress=progress, devices=devices,
+                            distributed=args.distributed)
+    if not lead:
+        return 0
     ranked = sorted(res.gradients.items(), key=lambda kv: -abs(kv[1]["scaled"]))
     doc = {"metric": res.metric, "value": res.value, "stderr": res.stderr, "scenario": scenario.name,
            "config_hash": scenario.hash(), "seed": args.seed, "paths": res.n_paths, "chunks": res.n_chunks,
-           "forward_s": round(res.forward_s, 3), "gradient_s": round(res.gradient_s, 3), "devices": devices or 1,
+           "forward_s": round(res.forward_s, 3), "gradient_s": round(res.gradient_s, 3),
+           "processes": jax.process_count(), "devices_per_process": devices or 1,
            "version": _version(), "gradients": dict(ranked)}
     with atomic_dir(args.out) as tmp:
         (tmp / "sensitivities.json").write_text(json.dumps(doc, indent=2, allow_nan=False))

@@ -276,28 +276,57 @@ class SensitivityResult:
     gradient_s: float
 
 
+def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | None) -> list[tuple[str, str, tuple]]:
+    """The (display name, leaf, index) of the named drivers (a name or a prefix of names: `holders.japan`); an
+    unknown one is a ConfigError naming the closest known driver."""
+    if not drivers:
+        return names
+    known = {n for n, _, _ in names}
+    for d in drivers:
+        if d not in known and not any(n.startswith(d + "[") or n.startswith(d + ".") for n in known):
+            import difflib
+
+            close = difflib.get_close_matches(d, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown driver '{d}'{hint}", key="--drivers")
+    return [t for t in names if any(t[0] == d or t[0].startswith(d + "[") or t[0].startswith(d + ".")
+                                    for d in drivers)]
+
+
 def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, chunk_size: int | None = None,
                   drivers: list[str] | None = None, width: float = 0.05, dtype=None,
-                  progress=None, devices: int | None = None) -> SensitivityResult:
+                  progress=None, devices: int | None = None, distributed: bool = False) -> SensitivityResult:
     """Gradient of `metric` w.r.t. every driver (or those named), with standard errors across chunks (at least 8
     chunks where there are 8 blocks). chunk_size None: 16384 paths on CPU, sized to the memory of an accelerator
     (`default_chunk_size`).
 
     devices: spread the chunks over this many local devices (None or 1: one), one chunk a device at a time
-    (`chunk_gradients_on_devices`, one compiled program for all of them). The chunks and their estimates are
-    those of a one-device run; a last group with fewer chunks than devices is filled up with repeats of its last
-    chunk, whose results are dropped."""
+    (`chunk_gradients_on_devices`, one compiled program for all of them); a last group with fewer chunks than
+    devices is filled up with repeats of its last chunk, whose results are dropped.
+    distributed: in a `jax.distributed` job (see `_distributed.initialize`) process p of P computes chunks p,
+    p + P, ...; the chunks' values and gradients are then gathered (`_distributed.gather_chunks`) and every
+    process returns the whole result.
+    Either way the chunks and their estimates are those of a one-device run."""
     spec = parse_metric(metric)
     params = scenario.params(dtype)
+    leaves = driver_leaves(params)
+    names = _check_drivers(expand_names(params, leaves), drivers)  # before the work, not after it
     if chunk_size is None:
         chunk_size = default_chunk_size(params, "gradient")
     blocks = -(-n_paths // BLOCK)
     chunk_blocks = max(1, min(-(-chunk_size // BLOCK), blocks // 8 if blocks >= 8 else 1))
     n_chunks = -(-blocks // chunk_blocks)
     blocks = n_chunks * chunk_blocks
+    chunk_paths = chunk_blocks * BLOCK
     key = seed_key(seed)
     base_ix = jnp.asarray(METRIC_NAMES.index(spec.base), jnp.int32)
-    n_dev = min(devices or 1, n_chunks)
+    rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
+    mine = list(range(rank, n_chunks, n_proc))
+    if n_proc > 1:
+        from ._distributed import check_same, gather_chunks
+
+        check_same("the sensitivities", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths})
+    n_dev = max(1, min(devices or 1, len(mine)))
     if n_dev > 1:
         mesh = paths_mesh(n_dev)
         replicated = NamedSharding(mesh, PartitionSpec())
@@ -307,10 +336,10 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         firsts_sharding = NamedSharding(mesh, PartitionSpec(PATHS_AXIS))
 
     def groups():
-        """The chunks in groups of n_dev and the first block of each, one a device (on one device: one chunk and
-        its first block, a scalar); a last group short of n_dev repeats its last chunk."""
-        for g in range(0, n_chunks, n_dev):
-            chunks = list(range(g, min(g + n_dev, n_chunks)))
+        """This process's chunks in groups of n_dev and the first block of each, one a device (on one device: one
+        chunk and its first block, a scalar); a last group short of n_dev repeats its last chunk."""
+        for g in range(0, len(mine), n_dev):
+            chunks = mine[g:g + n_dev]
             firsts = [c * chunk_blocks for c in chunks + chunks[-1:] * (n_dev - len(chunks))]
             if n_dev == 1:
                 yield chunks, jnp.asarray(firsts[0], jnp.uint32)
@@ -318,13 +347,15 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
                 yield chunks, jax.device_put(np.asarray(firsts, np.uint32), firsts_sharding)
 
     t0 = time.perf_counter()
-    parts = []
+    parts = []  # per chunk of this process: its per-path values
     for chunks, firsts in groups():
         if n_dev == 1:
             parts.append(np.asarray(chunk_values(params, key, firsts, chunk_blocks, base_ix)))
         else:
             v = np.asarray(chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh))
-            parts.append(v[:len(chunks) * chunk_blocks * BLOCK])
+            parts.extend(np.split(v[:len(chunks) * chunk_paths], len(chunks)))
+    if n_proc > 1:
+        parts = gather_chunks(parts, n_chunks, (chunk_paths,), parts[0].dtype if parts else np.float32)
     vals = np.concatenate(parts)
     forward_s = time.perf_counter() - t0
     var = float(np.quantile(vals, spec.q)) if spec.kind in ("quantile", "es") else 0.0
@@ -332,35 +363,33 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     dt_ = params.values["curve.k"].dtype
     scalars = (jnp.asarray(KINDS.index(spec.kind), jnp.int32), base_ix,
                *(jnp.asarray(x, dt_) for x in (spec.q, spec.level, var, bw, width)))
-    est, grads = [], []
+    # per chunk, the estimate and the gradient's leaves flattened into one float64 vector (exact for float32; one
+    # array a chunk to gather)
+    treedef = jax.tree_util.tree_structure(leaves)
+    shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(leaves)]
+
+    def flat(v, g):
+        return np.concatenate([np.atleast_1d(np.float64(v))]
+                              + [np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(g)])
+
+    flats = []  # per chunk of this process
     t0 = time.perf_counter()
     for chunks, firsts in groups():
         if n_dev == 1:
-            v, g = chunk_gradient(params, key, firsts, chunk_blocks, *scalars)
-            est.append(float(v))
-            grads.append(jax.tree_util.tree_map(np.asarray, g))
+            flats.append(flat(*chunk_gradient(params, key, firsts, chunk_blocks, *scalars)))
         else:
             v, g = chunk_gradients_on_devices(params_m, key_m, firsts, chunk_blocks, *scalars, mesh)
             v, g = np.asarray(v), jax.tree_util.tree_map(np.asarray, g)
-            for i in range(len(chunks)):
-                est.append(float(v[i]))
-                grads.append(jax.tree_util.tree_map(lambda x, i=i: x[i], g))
+            flats.extend(flat(v[i], jax.tree_util.tree_map(lambda x, i=i: x[i], g)) for i in range(len(chunks)))
         if progress:
-            progress((chunks[-1] + 1) * chunk_blocks * BLOCK, blocks * BLOCK)
+            progress(len(flats) * chunk_paths, len(mine) * chunk_paths)
+    if n_proc > 1:
+        flats = gather_chunks(flats, n_chunks, (1 + sum(int(np.prod(sh)) for sh in shapes),), np.float64)
     gradient_s = time.perf_counter() - t0
-    leaves = driver_leaves(params)
-    names = expand_names(params, leaves)
-    if drivers:
-        known = {n for n, _, _ in names}
-        for d in drivers:
-            if d not in known and not any(n.startswith(d + "[") or n.startswith(d + ".") for n in known):
-                import difflib
-
-                close = difflib.get_close_matches(d, sorted(known), n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"unknown driver '{d}'{hint}", key="--drivers")
-        names = [t for t in names if any(t[0] == d or t[0].startswith(d + "[") or t[0].startswith(d + ".")
-                                         for d in drivers)]
+    offsets = np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1]
+    est = [float(f[0]) for f in flats]
+    grads = [jax.tree_util.tree_unflatten(treedef, [x.reshape(sh) for x, sh in zip(np.split(f[1:], offsets), shapes)])
+             for f in flats]
     out = {}
     nc = len(grads)
     for display, leaf, idx in names:

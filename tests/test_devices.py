@@ -186,7 +186,7 @@ def test_cli_sensitivities_devices_all(tmp_path, sens_one_device, capsys):
                "--out", str(out), "--quiet"])
     assert rc == 0
     doc = json.loads((out / "sensitivities.json").read_text())
-    assert (doc["devices"], doc["chunks"], doc["paths"]) == (N_DEV, 10, SENS_PATHS)
+    assert (doc["devices_per_process"], doc["processes"], doc["chunks"], doc["paths"]) == (N_DEV, 1, 10, SENS_PATHS)
     _assert_same_sensitivities(doc, sens_one_device, "--devices all")
     rc = main(["sensitivities", SCENARIO, "--paths", "256", "--devices", "5", "--out", str(tmp_path / "b"),
                "--quiet"])
@@ -280,3 +280,38 @@ def test_two_processes_equal_one(tmp_path):
         assert sorted(x.files) == sorted(y.files)
         for k in x.files:
             np.testing.assert_array_equal(y[k], x[k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_two_processes_sensitivities_equal_one(tmp_path, sens_one_device):
+    """`sensitivities --distributed --devices 2` in two processes on loopback: 10 chunks, process 0 computing
+    chunks 0, 2, .., 8 and process 1 chunks 1, 3, .., 9, each in groups of 2 (one a device, the last group a
+    repeat short); process 0 gathers and writes what one process on one device computes (float64)."""
+    port = _free_port()
+    args = [sys.executable, "-m", "jaxstress", "sensitivities", SCENARIO, "--horizon", "0.1", "--set",
+            "fed.threshold=1.0", "--paths", str(SENS_PATHS), "--chunk-size", str(SENS_CHUNK), "--seed", str(SEED),
+            "--float64", "--quiet", "--distributed", "--devices", "2", "--out", str(tmp_path / "dist" / "out")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROC"))}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEV}")
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    procs = []
+    for rank in range(2):
+        penv = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
+                    JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
+        procs.append(subprocess.Popen(args, env=penv, cwd=dist, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert not _GLOO_LOG.sub("", out), out
+    assert sorted(x.name for x in dist.iterdir()) == ["out"]  # only process 0 wrote
+    doc = json.loads((dist / "out" / "sensitivities.json").read_text())
+    assert (doc["processes"], doc["devices_per_process"], doc["chunks"], doc["paths"]) == (2, 2, 10, SENS_PATHS)
+    _assert_same_sensitivities(doc, sens_one_device, "two processes")
