@@ -175,9 +175,7 @@ def _simulate(params: Params, n_paths: int, draw: Callable, reports: tuple[int, 
     k = n_paths if snap_paths is None else snap_paths
     if not 0 <= k <= n_paths:
         raise ValueError(f"snap_paths must be in [0, {n_paths}], got {snap_paths}")
-    # under `shard_map` all of `prep` varies by device, as the draws do: constants made in `prepare` (the debt's
-    # maturities) among them, so that their cotangents, each device's own, type-check (`_sensitivities`)
-    prep = _vary_like(prepare(params), draw.ids)
+    prep = prepare(params)
     names = variable_names(params)
     s0 = initial_state(prep, params.initial_regime)
     state = broadcast_paths(s0, n_paths)
