@@ -242,26 +242,21 @@ _GLOO_LOG = re.compile(r"\[Gloo\] Rank | is connected to | peer ranks\. Expected
                        r"|\d+|\s")
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one(tmp_path):
-    """Two processes on loopback split 3 chunks (2 + 1, the last one partly padding); process 0 merges and
-    writes; the result is bitwise a one-process run's (both run the same chunk shape in float32)."""
+def _run_processes(args: list[str], dist, single: list[str] | None = None, timeout: float = 240):
+    """`args` as two processes of a `--distributed` job on loopback (working directory `dist`, which must be left
+    with their output alone), and `single` (if given) as a one-process run beside them; each must exit 0 and
+    print nothing under --quiet but gloo's logs."""
     port = _free_port()
-    args = [sys.executable, "-m", "jaxstress", "run", SCENARIO, "--paths", "2048", "--horizon", "0.1",
-            "--chunk-size", "768", "--seed", "3", "--quiet", "--no-plots"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROC"))}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEV}")
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    procs = [subprocess.Popen(args + ["--out", str(tmp_path / "single")], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)]
+    popen = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(single, env=env, **popen)] if single else []
     for rank in range(2):
         penv = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
                     JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
-        procs.append(subprocess.Popen(args + ["--distributed", "--out", str(dist / "out")], env=penv, cwd=dist,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(args + ["--distributed"], env=penv, cwd=dist, **popen))
     try:
-        outputs = [p.communicate(timeout=240) for p in procs]
+        outputs = [p.communicate(timeout=timeout) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -270,6 +265,17 @@ def test_two_processes_equal_one(tmp_path):
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
         assert not _GLOO_LOG.sub("", out), out  # --quiet: nothing on stdout but gloo's logs
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    """Two processes on loopback split 3 chunks (2 + 1, the last one partly padding); process 0 merges and
+    writes; the result is bitwise a one-process run's (both run the same chunk shape in float32)."""
+    args = [sys.executable, "-m", "jaxstress", "run", SCENARIO, "--paths", "2048", "--horizon", "0.1",
+            "--chunk-size", "768", "--seed", "3", "--quiet", "--no-plots"]
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    _run_processes(args + ["--out", str(dist / "out")], dist, single=args + ["--out", str(tmp_path / "single")])
     assert sorted(x.name for x in dist.iterdir()) == ["out"]  # only process 0 wrote, and nothing else is left
     single, merged = tmp_path / "single", dist / "out"
     a, b = (json.loads((d / "summary.json").read_text()) for d in (single, merged))
@@ -287,30 +293,12 @@ def test_two_processes_sensitivities_equal_one(tmp_path, sens_one_device):
     """`sensitivities --distributed --devices 2` in two processes on loopback: 10 chunks, process 0 computing
     chunks 0, 2, .., 8 and process 1 chunks 1, 3, .., 9, each in groups of 2 (one a device, the last group a
     repeat short); process 0 gathers and writes what one process on one device computes (float64)."""
-    port = _free_port()
     args = [sys.executable, "-m", "jaxstress", "sensitivities", SCENARIO, "--horizon", "0.1", "--set",
             "fed.threshold=1.0", "--paths", str(SENS_PATHS), "--chunk-size", str(SENS_CHUNK), "--seed", str(SEED),
-            "--float64", "--quiet", "--distributed", "--devices", "2", "--out", str(tmp_path / "dist" / "out")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROC"))}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEV}")
+            "--float64", "--quiet", "--devices", "2", "--out", str(tmp_path / "dist" / "out")]
     dist = tmp_path / "dist"
     dist.mkdir()
-    procs = []
-    for rank in range(2):
-        penv = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
-                    JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
-        procs.append(subprocess.Popen(args, env=penv, cwd=dist, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    try:
-        outputs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-        assert not _GLOO_LOG.sub("", out), out
+    _run_processes(args, dist, timeout=300)
     assert sorted(x.name for x in dist.iterdir()) == ["out"]  # only process 0 wrote
     doc = json.loads((dist / "out" / "sensitivities.json").read_text())
     assert (doc["processes"], doc["devices_per_process"], doc["chunks"], doc["paths"]) == (2, 2, 10, SENS_PATHS)
