@@ -316,6 +316,9 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     blocks = -(-n_paths // BLOCK)
     chunk_blocks = max(1, min(-(-chunk_size // BLOCK), blocks // 8 if blocks >= 8 else 1))
     n_chunks = -(-blocks // chunk_blocks)
+    if n_chunks < 2:
+        raise ConfigError(f"{n_paths} paths make one chunk of {BLOCK}, and the standard errors come from the spread "
+                          f"between chunks: give at least {2 * BLOCK} paths", key="--paths")
     blocks = n_chunks * chunk_blocks
     chunk_paths = chunk_blocks * BLOCK
     key = seed_key(seed)
@@ -355,7 +358,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
             v = np.asarray(chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh))
             parts.extend(np.split(v[:len(chunks) * chunk_paths], len(chunks)))
     if n_proc > 1:
-        parts = gather_chunks(parts, n_chunks, (chunk_paths,), parts[0].dtype if parts else np.float32)
+        parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(params.values["curve.k"].dtype))
     vals = np.concatenate(parts)
     forward_s = time.perf_counter() - t0
     var = float(np.quantile(vals, spec.q)) if spec.kind in ("quantile", "es") else 0.0

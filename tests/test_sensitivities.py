@@ -188,6 +188,21 @@ def test_unknown_metric_and_driver_are_config_errors(scenario):
                       drivers=["holders.japan.sell_rat"])
 
 
+def test_one_chunk_is_a_config_error(scenario, tmp_path, capsys):
+    """The standard errors need two chunks: 256 paths (one block, one chunk) is refused before any work, with one
+    line naming --paths, and nothing is written (it used to fail writing a NaN standard error to JSON)."""
+    from jaxstress import ConfigError
+    from jaxstress._cli import main
+
+    with pytest.raises(ConfigError, match="at least 512 paths"):
+        sensitivities(scenario, "y10_change_bp_mean", 256, seed=SEED)
+    out = tmp_path / "sens"
+    assert main(["sensitivities", "april_2025", "--paths", "256", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--paths" in err and "at least 512 paths" in err, err
+    assert not out.exists()
+
+
 def test_cli_writes_ranked_json_and_tornado(tmp_path, results):
     import json
 
