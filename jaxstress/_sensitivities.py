@@ -39,6 +39,7 @@ from ._simulate import (
     default_chunk_size,
     horizon_metrics,
     paths_mesh,
+    replicate,
     seed_key,
 )
 
@@ -332,10 +333,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     n_dev = max(1, min(devices or 1, len(mine)))
     if n_dev > 1:
         mesh = paths_mesh(n_dev)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        dynamic, static = eqx.partition(params, eqx.is_array)
-        params_m = eqx.combine(jax.device_put(dynamic, replicated), static)
-        key_m = jax.device_put(key, replicated)
+        params_m, key_m = replicate(mesh, params, key)
         firsts_sharding = NamedSharding(mesh, PartitionSpec(PATHS_AXIS))
 
     def groups():
@@ -357,19 +355,20 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         else:
             v = np.asarray(chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh))
             parts.extend(np.split(v[:len(chunks) * chunk_paths], len(chunks)))
+    dt_ = params.values["curve.k"].dtype
     if n_proc > 1:
-        parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(params.values["curve.k"].dtype))
+        parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(dt_))
     vals = np.concatenate(parts)
     forward_s = time.perf_counter() - t0
     var = float(np.quantile(vals, spec.q)) if spec.kind in ("quantile", "es") else 0.0
     bw = 1.06 * float(vals.std()) * vals.size ** (-0.2) + 1e-12
-    dt_ = params.values["curve.k"].dtype
     scalars = (jnp.asarray(KINDS.index(spec.kind), jnp.int32), base_ix,
                *(jnp.asarray(x, dt_) for x in (spec.q, spec.level, var, bw, width)))
     # per chunk, the estimate and the gradient's leaves flattened into one float64 vector (exact for float32; one
     # array a chunk to gather)
     treedef = jax.tree_util.tree_structure(leaves)
     shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(leaves)]
+    sizes = [int(np.prod(sh)) for sh in shapes]
 
     def flat(v, g):
         return np.concatenate([np.atleast_1d(np.float64(v))]
@@ -387,9 +386,9 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         if progress:
             progress(len(flats) * chunk_paths, len(mine) * chunk_paths)
     if n_proc > 1:
-        flats = gather_chunks(flats, n_chunks, (1 + sum(int(np.prod(sh)) for sh in shapes),), np.float64)
+        flats = gather_chunks(flats, n_chunks, (1 + sum(sizes),), np.float64)
     gradient_s = time.perf_counter() - t0
-    offsets = np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1]
+    offsets = np.cumsum(sizes)[:-1]
     est = [float(f[0]) for f in flats]
     grads = [jax.tree_util.tree_unflatten(treedef, [x.reshape(sh) for x, sh in zip(np.split(f[1:], offsets), shapes)])
              for f in flats]

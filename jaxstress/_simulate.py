@@ -725,6 +725,13 @@ def paths_mesh(devices: int | None = None) -> Mesh:
     return Mesh(np.asarray(local[:n]), (PATHS_AXIS,))
 
 
+def replicate(mesh: Mesh, params: Params, key: jax.Array) -> tuple[Params, jax.Array]:
+    """The parameters' arrays and the key placed on every device of `mesh` (once a run, not at every chunk)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    dynamic, static = eqx.partition(params, eqx.is_array)
+    return eqx.combine(jax.device_put(dynamic, replicated), static), jax.device_put(key, replicated)
+
+
 def simulate_draws(params: Params, normals: jax.Array, uniforms: jax.Array, reports: tuple[int, ...] | None = None):
     """Simulate with injected draws: normals (steps, paths, 10) and uniforms (steps, paths, 2) in (0, 1).
 
@@ -865,10 +872,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     else:
         mesh = paths_mesh(n_dev)
         chunk_blocks = -(-chunk_blocks // n_dev) * n_dev
-        replicated = NamedSharding(mesh, PartitionSpec())
-        dynamic, static = eqx.partition(params, eqx.is_array)
-        params_m = eqx.combine(jax.device_put(dynamic, replicated), static)
-        key_m = jax.device_put(key, replicated)
+        params_m, key_m = replicate(mesh, params, key)
         ids_sharding = NamedSharding(mesh, PartitionSpec(PATHS_AXIS))
 
         def run_chunk(c: int):
