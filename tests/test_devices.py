@@ -133,7 +133,8 @@ def test_cli_device_and_distributed_errors(tmp_path, monkeypatch, capsys):
 
 
 # sensitivities: the scenario, chunks and dtype of test_sensitivities (its one-device gradient is compiled once for
-# both modules); 10 chunks over 4 devices: groups of 4, 4 and 2, the last filled up with repeats of its last chunk
+# both modules where they run in one process; pytest-xdist keeps a module, not two, on one worker); 10 chunks over
+# 4 devices: groups of 4, 4 and 2, the last filled up with repeats of its last chunk
 SENS_ARGS = dict(horizon=0.1, overrides=["fed.threshold=1.0"])
 SENS_PATHS, SENS_CHUNK = 5120, 512
 
