@@ -39,6 +39,7 @@ from ._simulate import (
     default_chunk_size,
     horizon_metrics,
     paths_mesh,
+    pipelined,
     replicate,
     seed_key,
 )
@@ -349,12 +350,16 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
 
     t0 = time.perf_counter()
     parts = []  # per chunk of this process: its per-path values
-    for chunks, firsts in groups():
+
+    def values(firsts):
         if n_dev == 1:
-            parts.append(np.asarray(chunk_values(params, key, firsts, chunk_blocks, base_ix)))
-        else:
-            v = np.asarray(chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh))
-            parts.extend(np.split(v[:len(chunks) * chunk_paths], len(chunks)))
+            return chunk_values(params, key, firsts, chunk_blocks, base_ix)
+        return chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh)
+
+    def keep_values(chunks, v):
+        parts.extend(np.split(np.asarray(v)[:len(chunks) * chunk_paths], len(chunks)))
+
+    pipelined(groups(), lambda g: values(g[1]), lambda g, v: keep_values(g[0], v))
     dt_ = params.values["curve.k"].dtype
     if n_proc > 1:
         parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(dt_))
@@ -375,16 +380,23 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
                               + [np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(g)])
 
     flats = []  # per chunk of this process
-    t0 = time.perf_counter()
-    for chunks, firsts in groups():
+
+    def gradients(firsts):
         if n_dev == 1:
-            flats.append(flat(*chunk_gradient(params, key, firsts, chunk_blocks, *scalars)))
-        else:
-            v, g = chunk_gradients_on_devices(params_m, key_m, firsts, chunk_blocks, *scalars, mesh)
-            v, g = np.asarray(v), jax.tree_util.tree_map(np.asarray, g)
+            return chunk_gradient(params, key, firsts, chunk_blocks, *scalars)
+        return chunk_gradients_on_devices(params_m, key_m, firsts, chunk_blocks, *scalars, mesh)
+
+    def keep_gradients(chunks, out):
+        v, g = jax.device_get(out)
+        if n_dev == 1:
+            flats.append(flat(v, g))
+        else:  # a leading axis of chunks
             flats.extend(flat(v[i], jax.tree_util.tree_map(lambda x, i=i: x[i], g)) for i in range(len(chunks)))
         if progress:
             progress(len(flats) * chunk_paths, len(mine) * chunk_paths)
+
+    t0 = time.perf_counter()
+    pipelined(groups(), lambda g: gradients(g[1]), lambda g, out: keep_gradients(g[0], out))
     if n_proc > 1:
         flats = gather_chunks(flats, n_chunks, (1 + sum(sizes),), np.float64)
     gradient_s = time.perf_counter() - t0

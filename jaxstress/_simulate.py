@@ -836,6 +836,29 @@ def default_chunk_size(params: Params, kind: str = "forward", cpu: int | None = 
     return int(min(most, max(cpu, 1 << (max(fit, 1).bit_length() - 1))))
 
 
+def pipelined(items, dispatch, collect, first=None):
+    """collect(item, dispatch(item)) for each item, with one item in flight while the one before is copied out, so
+    that the device never waits for the host: JAX dispatches asynchronously, each result's device-to-host copies
+    are started as soon as it is dispatched (`copy_to_host_async`; a GPU run of 10^7-path chunks was bound by the
+    host's copy-out), and it is collected after the next item has been dispatched. first(): called once the first
+    item has been collected, which is collected before the second is dispatched (its call compiles; `simulate`
+    times it)."""
+    pending = None
+    for i, item in enumerate(items):
+        out = dispatch(item)
+        for x in jax.tree_util.tree_leaves(out):
+            x.copy_to_host_async()
+        if pending is not None:
+            collect(*pending)
+        pending = (item, out)
+        if i == 0 and first is not None:
+            collect(*pending)
+            pending = None
+            first()
+    if pending is not None:
+        collect(*pending)
+
+
 def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | None = None, retain: int = 200_000,
              dtype=None, progress: Callable[[int, int], None] | None = None, devices: int | None = None,
              distributed: bool = False) -> SimulationResult:
@@ -929,23 +952,13 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
         if progress is not None:
             progress(done, total)
 
-    # one chunk in flight while the previous one is copied out: the device never waits for the host
-    pending = None
-    for i, c in enumerate(mine):
-        out = run_chunk(c)
-        # start the device-to-host copies now, so that they run as soon as the chunk is done (a GPU run of 10^7-path
-        # chunks was bound by the host's copy-out)
-        for x in out if keep(c) else out[:1]:  # snapshots only of the retained paths
-            x.copy_to_host_async()
-        if i == 0:  # the first chunk compiles: wait for it, to report the compile time
-            collect(c, *out)
-            compile_s = time.perf_counter() - t0
-            continue
-        if pending is not None:
-            collect(*pending)
-        pending = (c, *out)
-    if pending is not None:
-        collect(*pending)
+    def first_done():  # the first chunk compiles: it is collected at once, to report the compile time
+        nonlocal compile_s
+        compile_s = time.perf_counter() - t0
+
+    # snapshots copied out only of the retained paths
+    pipelined(mine, lambda c: run_chunk(c) if keep(c) else (run_chunk(c)[0], None), lambda c, out: collect(c, *out),
+              first=first_done)
     if n_proc > 1:
         ms = gather_chunks(metric_parts, n_chunks, (len(METRIC_NAMES), chunk_paths), sim_dtype)
         for c, x in enumerate(ms):

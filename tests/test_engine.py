@@ -549,6 +549,32 @@ def test_chunk_size_does_not_change_results(chunk_reference, chunk):
     assert_same_results(res, ref)
 
 
+@pytest.mark.parametrize("first", [False, True])
+def test_pipelined_dispatches_the_next_item_before_collecting(first):
+    """`pipelined` (run's and sensitivities' chunk loops): every item is collected once, in order, each after the
+    next item's dispatch (one in flight while the host copies the one before), except the first where `first` asks
+    for it at once (the compile is timed); the results are the dispatched ones."""
+    events = []
+
+    def dispatch(i):
+        events.append(("dispatch", i))
+        return {"x": jnp.full((3,), float(i)), "none": None}
+
+    def collect(i, out):
+        events.append(("collect", i))
+        np.testing.assert_array_equal(np.asarray(out["x"]), np.full(3, float(i)))
+
+    _simulate.pipelined(range(4), dispatch, collect, first=(lambda: events.append(("first",))) if first else None)
+    if first:
+        head = [("dispatch", 0), ("collect", 0), ("first",), ("dispatch", 1)]
+    else:
+        head = [("dispatch", 0), ("dispatch", 1), ("collect", 0)]
+    assert events == head + [("dispatch", 2), ("collect", 1), ("dispatch", 3), ("collect", 2), ("collect", 3)]
+    events.clear()
+    _simulate.pipelined([], dispatch, collect)
+    assert events == []
+
+
 def test_path_streams_do_not_depend_on_path_count(chunk_reference):
     """A path's draws depend only on the seed and its index: the first 1000 of 4096 paths are the 1000-path run."""
     res = run(paths=PATHS, seed=11)
