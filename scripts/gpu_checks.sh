@@ -14,6 +14,9 @@
 # GROUP tune:
 # 1. the gradient of 2^20 paths in chunks of 2^18, 2^19 and 2^20 (the default on an 80 GB GPU: 2^20)
 # 2. scripts/profile_run.py --grad at 2^18 paths: the gradient's time by block and phase on the GPU
+# GROUP cache: JAX's persistent compilation cache on the GPU (`_compile_cache`): `run` and then `sensitivities`,
+# each twice with one fresh cache folder; the second process should load the programs the first compiled (compare
+# first_chunk_s, the compile and the first chunk, and forward_s). CACHE_PATHS paths (default 2^22; small on a CPU).
 # GROUP ab (BASE=another checkout, e.g. copied into an ignored folder and carried): the forward and the gradient of
 # 2^20 paths in one chunk there, then here, on the same machine. (`python -m` puts the working directory first on
 # sys.path, so each side runs from its own tree.)
@@ -57,13 +60,29 @@ elif [ "$GROUP" = tune ]; then
     done
     TAIL=70 step profile_grad 150 env XLA_FLAGS=--xla_gpu_enable_command_buffer= \
         $PY scripts/profile_run.py --grad --paths 262144 --top 20
+elif [ "$GROUP" = cache ]; then
+    export JAXSTRESS_CACHE_DIR="$LOG/xla_cache"
+    rm -rf "$JAXSTRESS_CACHE_DIR"
+    n=${CACHE_PATHS:-4194304}
+    for i in 1 2; do
+        TAIL=3 step "run_cache_$i" 120 $PY -m jaxstress run april_2025 --paths "$n" --no-plots --out "$LOG/run_cache_$i"
+        $PY -c "import json, sys; d = json.load(open(sys.argv[1])); print('first_chunk_s', d['first_chunk_s'],
+'wall_time_s', d['wall_time_s'])" "$LOG/run_cache_$i/summary.json" 2>&1 | tee -a "$SUMMARY"
+    done
+    for i in 1 2; do
+        TAIL=3 step "sensitivities_cache_$i" 150 $PY -m jaxstress sensitivities april_2025 --paths "$n" \
+            --out "$LOG/sens_cache_$i"
+        $PY -c "import json, sys; d = json.load(open(sys.argv[1])); print('forward_s', d['forward_s'],
+'gradient_s', d['gradient_s'])" "$LOG/sens_cache_$i/sensitivities.json" 2>&1 | tee -a "$SUMMARY"
+    done
+    du -sh "$JAXSTRESS_CACHE_DIR" | tee -a "$SUMMARY"
 elif [ "$GROUP" = ab ]; then
     for tree in "${BASE:?set BASE to the baseline checkout}" "$PWD"; do
         step "bench_grad_$(basename "$tree")" 100 bash -c "cd '$tree' && PYTHONPATH='$tree' $PY -m jaxstress bench \
             april_2025 --paths 1048576 --grad-chunk-size 1048576 --repeats 2 --json"
     done
 else
-    echo "unknown group $GROUP (checks, tune, ab)"
+    echo "unknown group $GROUP (checks, tune, cache, ab)"
     exit 2
 fi
 echo "== summary"
