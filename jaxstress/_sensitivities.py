@@ -283,16 +283,19 @@ def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | Non
     unknown one is a ConfigError naming the closest known driver."""
     if not drivers:
         return names
-    known = {n for n, _, _ in names}
+
+    def named(n: str, d: str) -> bool:  # n is driver d, or one of its elements or fields
+        return n == d or n.startswith(d + "[") or n.startswith(d + ".")
+
+    known = [n for n, _, _ in names]
     for d in drivers:
-        if d not in known and not any(n.startswith(d + "[") or n.startswith(d + ".") for n in known):
+        if not any(named(n, d) for n in known):
             import difflib
 
             close = difflib.get_close_matches(d, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown driver '{d}'{hint}", key="--drivers")
-    return [t for t in names if any(t[0] == d or t[0].startswith(d + "[") or t[0].startswith(d + ".")
-                                    for d in drivers)]
+    return [t for t in names if any(named(t[0], d) for d in drivers)]
 
 
 def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, chunk_size: int | None = None,
