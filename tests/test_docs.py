@@ -23,3 +23,15 @@ def test_every_schema_key_is_documented():
     for table, rows in DYNAMIC_TABLES.items():
         for key in rows:
             assert f"`{table}.NAME.{key}`" in text
+
+
+def test_relative_links_in_the_docs_resolve():
+    """Every relative link in the README and docs/ names a file that exists (docs moved or renamed break here)."""
+    import re
+
+    missing = []
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", md.read_text()):
+            if "://" not in target and not (md.parent / target).exists():
+                missing.append(f"{md.relative_to(ROOT)} -> {target}")
+    assert not missing, f"broken links: {missing}"
