@@ -108,7 +108,8 @@ def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_ch
     rounds = [[_timed(fn)[1] for fn in timed] for _ in range(repeats)]  # forward, gradient, forward, ...
     best = [min(ts) for ts in zip(*rounds)]
     fwd_s = best[0]
-    result.update({"forward_s": fwd_s, "path_steps_per_s": done * steps / fwd_s})
+    result.update({"forward_s": fwd_s, "path_steps_per_s": done * steps / fwd_s,
+                   "forward_s_rounds": [r[0] for r in rounds]})
     if grad:
         grad_s, grad_paths = best[1], n_g * gb * BLOCK
         result.update({
@@ -118,6 +119,9 @@ def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_ch
             "gradient_s": grad_s,
             # per path, so a different rounding of the two path counts does not bias the ratio
             "grad_over_forward": (grad_s / grad_paths) / (fwd_s / done),
+            # each round's own ratio (its forward and gradient timed back to back): their spread shows how much
+            # the machine drifted during the measurement
+            "grad_over_forward_rounds": [(g / grad_paths) / (f / done) for f, g in rounds],
         })
     result["peak_rss_gb"] = peak_rss_gb()
     result["peak_device_gb"] = peak_device_gb()
@@ -132,7 +136,8 @@ def format_bench(r: dict) -> str:
     if "grad_over_forward" in r:
         lines += [f"  gradient           {r['gradient_s']:10.2f} s for {r['grad_paths']:,} paths "
                   f"(chunk {r['grad_chunk_size']:,}); compile {r['grad_compile_s']:.1f} s",
-                  f"  grad / forward     {r['grad_over_forward']:10.2f} x (per path)"]
+                  f"  grad / forward     {r['grad_over_forward']:10.2f} x (per path; by round: "
+                  f"{', '.join(f'{x:.2f}' for x in r['grad_over_forward_rounds'])})"]
     lines.append(f"  peak host memory   {r['peak_rss_gb']:10.2f} GiB")
     if r.get("peak_device_gb") is not None:
         lines.append(f"  peak device memory {r['peak_device_gb']:10.2f} GiB")

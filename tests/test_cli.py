@@ -135,3 +135,12 @@ def test_bench_json(capsys):
     for key in ("path_steps_per_s", "grad_over_forward", "compile_s", "peak_rss_gb", "forward_s", "gradient_s"):
         assert np.isfinite(r[key]) and r[key] > 0, key
     assert r["path_steps_per_s"] == pytest.approx(512 * 5 / r["forward_s"])
+    # the best of the rounds is what is reported; each round's ratio pairs a forward and a gradient timed together
+    assert len(r["forward_s_rounds"]) == len(r["grad_over_forward_rounds"]) == 2
+    assert r["forward_s"] == min(r["forward_s_rounds"])
+    assert all(np.isfinite(x) and x > 0 for x in r["grad_over_forward_rounds"])
+    from jaxstress._bench import format_bench
+
+    table = format_bench(r)  # the table form of the same figures
+    assert f"{r['grad_over_forward']:.2f} x" in table
+    assert ", ".join(f"{x:.2f}" for x in r["grad_over_forward_rounds"]) in table
