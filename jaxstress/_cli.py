@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-size", type=_positive_int,
                      help="paths per chunk (default: 16384 on CPU, fastest in its caches; on a GPU the largest power "
                           "of two up to 4194304 that fits 30%% of its memory)")
-    run.add_argument("--paths-npz-limit", type=int, default=100_000,
+    run.add_argument("--paths-npz-limit", type=_nonneg_int, default=100_000,
                      help="write paths.npz only for runs of at most this many paths (default 100000)")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG charts (report.html is still written)")
@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--chunk-size", type=_positive_int,
                       help="paths per gradient chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     sens.add_argument("--width", type=_positive_float, default=0.05,
-                      help="smoothing width of probability indicators, in the metric's unit (default 0.05)")
+                      help="smoothing width of probability metrics (prob_y10_...), in percentage points of the "
+                           "10y yield (default 0.05)")
     sens.add_argument("--top", type=_positive_int, default=25, help="drivers printed and charted (default 25)")
     sens.add_argument("--devices", type=_devices, metavar="all|N",
                       help="spread the gradient's chunks over the local devices (GPUs), a chunk a device at a time: "
@@ -235,7 +236,7 @@ def _local_devices(arg: str | int | None) -> int | None:
 def cmd_run(args) -> int:
     import functools
 
-    from ._output import write_outputs
+    from ._output import check_output, write_outputs
     from ._progress import Progress
     from ._simulate import simulate
 
@@ -249,6 +250,8 @@ def cmd_run(args) -> int:
         jax.config.update("jax_enable_x64", True)
     scenario = _load(args)
     lead = jax.process_index() == 0  # only process 0 prints and writes
+    if lead:
+        check_output(args.out)  # before the simulation, not after it
     devices = _local_devices(args.devices)
     t0 = time.perf_counter()
     with Progress(quiet=args.quiet or not lead) as progress:
@@ -271,7 +274,7 @@ def cmd_run(args) -> int:
 def cmd_sensitivities(args) -> int:
     import json
 
-    from ._output import atomic_dir
+    from ._output import atomic_dir, check_output
     from ._plots import tornado_chart
     from ._progress import Progress
     from ._sensitivities import parse_metric, sensitivities
@@ -289,6 +292,8 @@ def cmd_sensitivities(args) -> int:
     devices = _local_devices(args.devices)
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()] if args.drivers else None
     lead = jax.process_index() == 0  # only process 0 prints and writes
+    if lead:
+        check_output(args.out)  # before the gradients, not after them
     with Progress(quiet=args.quiet or not lead) as progress:
         progress.start(args.paths)
         res = sensitivities(scenario, args.metric, args.paths, seed=args.seed, chunk_size=args.chunk_size,

@@ -26,17 +26,41 @@ from ._portfolio import risk_report
 from ._simulate import PERCENT, SimulationResult
 
 
+def check_output(target: str | os.PathLike, kind: str = "dir", option: str = "--out") -> pathlib.Path:
+    """Check, before any work, that `target` (an output directory, `kind="dir"`, or a file, `kind="file"`) can be
+    written: it is not a file where a directory is meant (or the reverse), and its nearest existing ancestor is a
+    directory in which a file can be created (probed with a temporary directory, removed at once). Creates
+    nothing; raises one ConfigError naming the path and `option` otherwise, so that a long run does not fail
+    only when it writes its results."""
+    target = pathlib.Path(target)
+    if kind == "dir" and target.exists() and not target.is_dir():
+        raise ConfigError(f"the output path is a file, not a directory: choose another {option}", file=str(target))
+    if kind == "file" and target.is_dir():
+        raise ConfigError(f"the output path is a directory, not a file: choose another {option}", file=str(target))
+    ancestor = target.parent.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"cannot create the output: {ancestor} is a file, not a directory; choose another {option}",
+                          file=str(target))
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".jaxstress-probe-", dir=ancestor))
+    except OSError as e:
+        raise ConfigError(f"cannot write in {ancestor} ({e.strerror}): choose another {option}",
+                          file=str(target)) from None
+    return target
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike):
     """Yield a temporary directory; on success it replaces `target`, on failure it is removed."""
-    target = pathlib.Path(target)
-    if target.exists() and not target.is_dir():
-        raise ConfigError("the output path is a file, not a directory: choose another --out", file=str(target))
+    target = check_output(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError("cannot create the output directory: a parent is a file", file=str(target)) from None
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot create the output directory ({e.strerror}): choose another --out",
+                          file=str(target)) from None
     tmp.chmod(0o755)
     try:
         yield tmp
@@ -59,7 +83,11 @@ def atomic_file(target: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path beside `target`; on success it replaces `target` (with the umask's permissions),
     on failure it is removed, so `target` is never half-written."""
     target = pathlib.Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=suffix)
+    except OSError as e:
+        raise ConfigError(f"cannot write the output file ({e.strerror}): choose another path",
+                          file=str(target)) from None
     os.close(fd)
     tmp = pathlib.Path(tmp)
     try:

@@ -699,6 +699,42 @@ def test_out_naming_a_file_is_refused(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["f"]
 
 
+@pytest.mark.parametrize("verb, module, fn", [("run", "jaxstress._simulate", "simulate"),
+                                              ("sensitivities", "jaxstress._sensitivities", "sensitivities")])
+@pytest.mark.parametrize("where", ["unwritable", "a file"])
+def test_unusable_out_fails_before_the_work(tmp_path, monkeypatch, verb, module, fn, where):
+    """An --out that cannot be written (a place where nothing can be created, or an existing file) is one clear
+    error before the simulation or the gradients, not a traceback (or an error) after all the work is done."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(module), fn,
+                        lambda *a, **k: pytest.fail(f"{verb} did the work before checking --out"))
+    if where == "a file":
+        (tmp_path / "f").write_text("precious")
+    out = "/proc/jaxstress-out/o" if where == "unwritable" else str(tmp_path / "f")
+    argv = [verb, SCENARIO, *SMALL, "--out", out, "--quiet"]
+    rc, _, err = call(argv)
+    assert rc == 2 and "choose another --out" in err, err
+    assert_clean(rc, err, argv)
+    assert where == "unwritable" or (tmp_path / "f").read_text() == "precious"
+
+
+def test_unwritable_output_file_is_a_clean_error(tmp_path):
+    """atomic_file (the fitted .toml files, the comparison chart) in a place where nothing can be created: a
+    ConfigError naming the file, not an OSError."""
+    from jaxstress._errors import ConfigError
+    from jaxstress._output import atomic_file, check_output
+
+    with pytest.raises(ConfigError, match="/proc/x.toml.*cannot write"):
+        with atomic_file("/proc/x.toml", suffix=".toml"):
+            pytest.fail("reached the body")
+    with pytest.raises(ConfigError, match="is a directory, not a file: choose another --out"):
+        check_output(tmp_path, kind="file")
+    deep = tmp_path / "new" / "deeper" / "fit.toml"
+    assert check_output(deep, kind="file") == deep
+    assert sorted(os.listdir(tmp_path)) == []  # the check creates nothing
+
+
 def test_show_non_utf8_file_is_a_clean_error(tmp_path):
     f = tmp_path / "x.toml"
     f.write_bytes(b"\xff\xfe")
