@@ -43,7 +43,7 @@ from ._config import Params, Scenario, apply_override, load_scenario, parse_key,
 from ._errors import ConfigError
 from ._metrics import es_se, mean_se, prob_se, quantile_se, summarize
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
-from ._sensitivities import driver_leaves, driver_unit_scale, expand_names, metric_function, parse_metric
+from ._sensitivities import driver_leaves, driver_unit_scale, expand_names, metric_function, not_a_driver, parse_metric
 from ._simulate import BLOCK, _block_draws
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -108,7 +108,13 @@ def resolve_drivers(scenario: Scenario, names: Sequence[str], what: str = "--dri
         leaf = ".".join(p for p in parts if isinstance(p, str))
         index = tuple(p for p in parts if isinstance(p, int))
         strs = [p for p in parts if isinstance(p, str)]
-        if parts[:len(strs)] != strs or leaf not in leaves or leaf == "portfolio.notional":
+        if leaf == "portfolio.notional" or name.startswith("portfolio."):
+            raise ConfigError(f"driver '{name}': a reverse stress test moves the market's drivers, not the portfolio "
+                              "it revalues; change the portfolio file (--portfolio) instead", key=what)
+        if parts[:len(strs)] != strs or leaf not in leaves:
+            reason = not_a_driver(scenario.config, name)
+            if reason:
+                raise ConfigError(reason, key=what)
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown driver '{name}'{hint} (drivers are the numeric config keys of the scenario, "
@@ -333,6 +339,26 @@ def _solve(evaluate, record, m0, grad0, target, tol, lo_u, hi_u, steps, lr, rho,
     return best[1], best[2], best[0][0] == 0.0
 
 
+def _fresh_z(value: float, target: float, tol: float, se_fresh: float, se_fit: float) -> float:
+    """How many standard errors (of the difference between two independent estimates, the fresh one and the
+    optimisation's) the fresh estimate lies outside the target's tolerance band; 0 inside it."""
+    miss = max(abs(value - target) - tol, 0.0)
+    sd = math.hypot(se_fresh, se_fit)
+    return miss / sd if sd > 0 else (0.0 if miss == 0 else math.inf)
+
+
+def fresh_warning(res: dict, limit: float = 2.0) -> str | None:
+    """A warning where the fresh paths' estimate is more than `limit` standard errors from the target (None
+    otherwise): the solution fitted the optimisation paths' own noise, and more paths are needed to trust it."""
+    z = res.get("fresh_z", 0.0)
+    if not z > limit:
+        return None
+    a, t = res["achieved"], res["target"]
+    return (f"the estimate on fresh paths, {a['value']:.6g} +- {a['stderr']:.2g}, is {z:.1f} standard errors from "
+            f"the target {t['value']:.6g}: the solution fits the optimisation paths' noise; rerun with more --paths "
+            f"(now {res['settings']['paths']})")
+
+
 def fresh_estimate(scenario: Scenario, metric: str, n_paths: int, seed: int, dtype=None) -> dict:
     """{"value", "stderr"} of a metric by the forward simulator on n_paths fresh paths."""
     from ._simulate import simulate
@@ -481,6 +507,7 @@ def reverse_stress(
     solved = with_overrides(sc, ovs)
     achieved = fresh_estimate(solved, target_metric, fresh_paths, fresh_seed, dtype)
     t_fresh = time.perf_counter() - t1
+    fit_se = achieved["stderr"] * math.sqrt(achieved["n_paths"] / (n_blocks * BLOCK))
     return {
         "scenario": sc.name,
         "target": {"metric": target_metric, "value": target, "tol": tol},
@@ -492,8 +519,11 @@ def reverse_stress(
         "reached": bool(reached),
         "fit_value": m_best,
         # standard error of fit_value (the optimisation paths' own Monte Carlo error), from the fresh paths' spread
-        "fit_stderr": achieved["stderr"] * math.sqrt(achieved["n_paths"] / (n_blocks * BLOCK)),
+        "fit_stderr": fit_se,
         "achieved": achieved,
+        # the fresh estimate's distance from the target beyond the tolerance, in standard errors of its difference
+        # from the fit (independent paths): large where the optimisation paths' own noise was fitted
+        "fresh_z": _fresh_z(achieved["value"], target, tol, achieved["stderr"], fit_se),
         "drivers": {d.name: {"start": d.x0, "scale": d.scale, "unit": d.unit,
                              "lo": d.lo if math.isfinite(d.lo) else None,
                              "hi": d.hi if math.isfinite(d.hi) else None} for d in drv},

@@ -11,7 +11,7 @@ Estimators (all unbiased up to the stated smoothing):
 - Quantiles (VaR) at level q: kernel-smoothed, VaR' = (E[L' K_h(L - VaR)] - E[(1{L <= VaR} - q) d log p])
   / E[K_h(L - VaR)], Gaussian kernel with Silverman's bandwidth h.
 - Probabilities of exceeding a level: the indicator is smoothed as sigmoid((x - level) / width) (width in the
-  metric's unit, configurable), then differentiated as a mean.
+  unit of x, the 10y yield in percent; configurable), then differentiated as a mean.
 Standard errors come from the spread of the per-chunk estimates (at least 8 chunks).
 """
 
@@ -278,9 +278,36 @@ class SensitivityResult:
     gradient_s: float
 
 
-def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | None) -> list[tuple[str, str, tuple]]:
+def not_a_driver(config: dict, name: str) -> str | None:
+    """Why `name`, a key of the scenario's config that is not a driver, is not one (None where `name` is no
+    config key): drivers are the continuous numbers of the model, not its switches, names, dates or tables."""
+    from ._config import parse_key
+
+    try:
+        parts = parse_key(name)
+    except ConfigError:
+        return None
+    node = config
+    for p in parts:
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if isinstance(node, dict):
+        numbers = [k for k, v in node.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+        example = f", e.g. '{name}.{numbers[0]}'" if numbers else ""
+        return f"'{name}' is a table in the scenario, not a driver: name one of its numbers{example}"
+    kind = "a switch (true/false)" if isinstance(node, bool) else "a name or date" if isinstance(node, str) else None
+    if kind is None:
+        return None
+    return f"'{name}' is {kind} in the scenario, not a driver (drivers are its continuous numbers)"
+
+
+def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | None,
+                   config: dict | None = None) -> list[tuple[str, str, tuple]]:
     """The (display name, leaf, index) of the named drivers (a name or a prefix of names: `holders.japan`); an
-    unknown one is a ConfigError naming the closest known driver."""
+    unknown one is a ConfigError naming the closest known driver, or saying why a key of `config` (the
+    scenario's) is not a driver."""
     if not drivers:
         return names
 
@@ -292,6 +319,9 @@ def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | Non
         if not any(named(n, d) for n in known):
             import difflib
 
+            reason = not_a_driver(config or {}, d)
+            if reason:
+                raise ConfigError(reason, key="--drivers")
             close = difflib.get_close_matches(d, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown driver '{d}'{hint}", key="--drivers")
@@ -315,7 +345,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     spec = parse_metric(metric)
     params = scenario.params(dtype)
     leaves = driver_leaves(params)
-    names = _check_drivers(expand_names(params, leaves), drivers)  # before the work, not after it
+    names = _check_drivers(expand_names(params, leaves), drivers, scenario.config)  # before the work
     if chunk_size is None:
         chunk_size = default_chunk_size(params, "gradient")
     blocks = -(-n_paths // BLOCK)

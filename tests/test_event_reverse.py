@@ -91,9 +91,15 @@ def test_drivers_indexed_entries_bounds_and_overrides():
     new = load_scenario("april_2025_prior", ovs)  # a valid --set override
     assert new.config["regimes"]["generator"][1] == [2.0, -28.0, 6.0, 20.0]
     assert new.config["holders"]["japan"]["sell_rate"] == 0.5
-    for bad in ("regimes.generator[1][1]", "regimes.calm.correlation[0][1]", "debt.amounts", "curve.maturities[0]",
-                "holders.japan.sell_rat", "scenario.name", "fed.backstop"):
-        with pytest.raises(ConfigError):
+    # each refusal says why: a key that exists but is not a number to move says what it is
+    for bad, why in (("regimes.generator[1][1]", "diagonal"), ("regimes.calm.correlation[0][1]", "symmetric"),
+                     ("debt.amounts", "give index"), ("curve.maturities[0]", "unknown driver"),
+                     ("holders.japan.sell_rat", "did you mean 'holders.japan.sell_rate'"),
+                     ("scenario.name", "is a name or date in the scenario, not a driver"),
+                     ("fed.backstop", "is a switch .* not a driver"),
+                     ("holders.japan", "is a table .* e.g. 'holders.japan.holdings'"),
+                     ("portfolio.positions[0].notional", "not the portfolio")):
+        with pytest.raises(ConfigError, match=why):
             resolve_drivers(sc, [bad])
 
 
@@ -227,6 +233,24 @@ def test_reverse_reaches_the_target_on_fresh_paths(tmp_path, capsys):
     assert hist[0]["metric"] == start and hist[0]["distance"] == 0.0
     assert {"iteration", "metric", "distance", "drivers"} <= set(hist[-1])
     assert "achieved on fresh paths" in printed
+    tol = res["target"]["tol"]
+    assert res["fresh_z"] == pytest.approx(max(abs(a["value"] - 20.0) - tol, 0.0)
+                                           / math.hypot(a["stderr"], res["fit_stderr"]))
+
+
+def test_fresh_estimate_far_from_the_target_is_warned():
+    """The user audit's case (1,024 optimisation paths): fitted 80.1 for a target of 80, fresh 72.3 +- 2.1; the
+    difference of the two independent estimates has a standard error of hypot(2.1, 2.97): 2.1 of them off."""
+    from jaxstress._reverse import _fresh_z, fresh_warning
+
+    z = _fresh_z(72.3, 80.0, 0.0, 2.1, 2.1 * math.sqrt(2))
+    assert z == pytest.approx(7.7 / math.hypot(2.1, 2.1 * math.sqrt(2)))
+    res = {"fresh_z": z, "achieved": {"value": 72.3, "stderr": 2.1}, "target": {"value": 80.0},
+           "settings": {"paths": 1024}}
+    msg = fresh_warning(res)
+    assert msg and "72.3 +- 2.1" in msg and "2.1 standard errors" in msg and "more --paths (now 1024)" in msg
+    assert fresh_warning({**res, "fresh_z": 1.9}) is None  # within 2 standard errors: no warning
+    assert _fresh_z(80.05, 80.0, 0.1, 2.1, 3.0) == 0.0  # inside the tolerance band
 
 
 # ------------------------------------------------------------------------------------------------ CLI errors

@@ -186,6 +186,8 @@ def test_unknown_metric_and_driver_are_config_errors(scenario):
     with pytest.raises(ConfigError, match="did you mean"):
         sensitivities(scenario, "y10_change_bp_mean", CHUNK, seed=SEED, chunk_size=CHUNK,
                       drivers=["holders.japan.sell_rat"])
+    with pytest.raises(ConfigError, match="'fed.backstop' is a switch .* not a driver"):  # not "did you mean"
+        sensitivities(scenario, "y10_change_bp_mean", CHUNK, seed=SEED, chunk_size=CHUNK, drivers=["fed.backstop"])
 
 
 def test_one_chunk_is_a_config_error(scenario, tmp_path, capsys):
