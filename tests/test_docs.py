@@ -35,3 +35,18 @@ def test_relative_links_in_the_docs_resolve():
             if "://" not in target and not (md.parent / target).exists():
                 missing.append(f"{md.relative_to(ROOT)} -> {target}")
     assert not missing, f"broken links: {missing}"
+
+
+def test_readme_python_uses_public_names_that_exist():
+    """The README's Python examples use only public names of the package (no `jaxstress._private` imports), and
+    every `jaxstress.NAME` they use exists."""
+    import re
+
+    import jaxstress
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks, "the README shows no Python example"
+    code = "\n".join(blocks)
+    assert not re.search(r"jaxstress\._", code), "a README example imports a private module"
+    for name in re.findall(r"\bjaxstress\.([A-Za-z_]\w*)", code):
+        assert hasattr(jaxstress, name), f"the README uses jaxstress.{name}, which does not exist"
