@@ -9,6 +9,7 @@ parameter pytree whose numeric leaves are the drivers.
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import hashlib
 import importlib.resources
@@ -25,7 +26,7 @@ import numpy as np
 
 from ._errors import ConfigError
 from ._portfolio import Portfolio, load_portfolio
-from ._schema import CORRELATED_SHOCKS, DYNAMIC_TABLES, SECTIONS, Field
+from ._schema import CORRELATED_SHOCKS, DYNAMIC_TABLES, NEW_ENTRY_FIELDS, SECTIONS, Field
 
 DEFAULT_SCENARIO = "april_2025"
 
@@ -89,24 +90,131 @@ def _merge(base: dict, over: dict) -> dict:
 
 def read_scenario_dict(name_or_path: str, _seen: tuple = ()) -> tuple[dict, str]:
     """The raw dict of a scenario with `extends` resolved (not yet validated), and its file."""
+    layers = _read_layers(name_or_path, _seen)
+    return _merge_layers(layers), layers[-1][1]
+
+
+def _read_layers(name_or_path: str, _seen: tuple = ()) -> list[tuple[dict, str, str | None]]:
+    """The files of a scenario, base first: (raw dict without `extends`, its path, the `extends` it gives)."""
     path = resolve_path(name_or_path)
     if str(path.resolve()) in _seen:
         raise ConfigError("circular 'extends'", file=str(path), key="extends")
     raw = _read_toml(path)
     parent = raw.pop("extends", None)
-    if parent is not None:
-        if not isinstance(parent, str):
-            raise ConfigError("expected a string: a shipped scenario name or a path", file=str(path), key="extends")
-        if parent.endswith(".toml") and not pathlib.Path(parent).is_absolute():
-            parent = str(path.parent / parent)
-        base, _ = read_scenario_dict(parent, _seen + (str(path.resolve()),))
-        raw = _merge(base, raw)
-    return raw, str(path)
+    if parent is None:
+        return [(raw, str(path), None)]
+    if not isinstance(parent, str):
+        raise ConfigError("expected a string: a shipped scenario name or a path", file=str(path), key="extends")
+    target = parent
+    if parent.endswith(".toml") and not pathlib.Path(parent).is_absolute():
+        target = str(path.parent / parent)
+    return _read_layers(target, _seen + (str(path.resolve()),)) + [(raw, str(path), parent)]
+
+
+def _merge_layers(layers: list[tuple[dict, str, str | None]]) -> dict:
+    merged: dict = {}
+    for raw, path, parent in layers:
+        _check_new_entries(merged, raw, path, parent)
+        merged = _merge(merged, raw)
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# entries of the named tables ([holders.NAME], [regimes.NAME]): a new one must mean something, a typo is an error
+
+_NOUN = {"regimes": "regime", "holders": "holder"}
+
+
+def _entry_names(raw: dict, table: str) -> list[str]:
+    """The entries of a named table in a raw scenario dict: the regimes of regimes.names, the [holders.*] tables."""
+    tab = raw.get(table)
+    if not isinstance(tab, dict):
+        return []
+    if table == "regimes":
+        names = tab.get("names")
+        return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    return [k for k, v in tab.items() if isinstance(v, dict)]
+
+
+def _closest(name: str, names: list[str], table: str) -> str:
+    """' (did you mean 'x'?)', or the list of the entries when none is close."""
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (its {table}: {', '.join(names)})" if names else f" (it has no {table})"
+
+
+def _field_hint(table: str, fields) -> str:
+    """'holdings = <$bn> (Treasury holdings at t=0)' for the fields a new entry of the table must give."""
+    return " and ".join(f"{f} = <{DYNAMIC_TABLES[table][f].unit or 'value'}> ({DYNAMIC_TABLES[table][f].doc})"
+                        for f in fields)
+
+
+def _check_new_entries(base: dict, raw: dict, file: str, parent: str | None) -> None:
+    """A table of a file naming an entry its base lacks must give the fields that make a new entry meaningful."""
+    for table, required in NEW_ENTRY_FIELDS.items():
+        given = raw.get(table)
+        if not required or not isinstance(given, dict):
+            continue
+        have = _entry_names(base, table)
+        for name, tab in given.items():
+            if not isinstance(tab, dict) or name in have:
+                continue
+            missing = [f for f in required if f not in tab]
+            if not missing:
+                continue
+            noun = _NOUN[table]
+            if parent is None:
+                msg = (f"new {noun} '{name}' gives no {' or '.join(missing)}; give {_field_hint(table, missing)}: "
+                       f"without it the {noun} is empty")
+            else:
+                msg = (f"{noun} '{name}' is not in the base scenario '{parent}'{_closest(name, have, table)}; "
+                       f"if a new {noun} is meant, give its {_field_hint(table, missing)}")
+            raise ConfigError(msg, file=file, key=f"{table}.{name}")
+
+
+def _entry_override(parts: list) -> tuple[str, str] | None:
+    """(table, name) when an override's key names an entry of a named table: holders.NAME..., regimes.NAME..."""
+    if len(parts) < 2 or parts[0] not in DYNAMIC_TABLES or not isinstance(parts[1], str):
+        return None
+    if parts[1] in SECTIONS.get(parts[0], {}):
+        return None  # regimes.names, regimes.generator, ...
+    return parts[0], parts[1]
+
+
+def _check_override_entries(raw: dict, parsed: list, before: dict[str, list[str]], scenario: str) -> None:
+    """After all overrides: each entry an override created must be meaningful (as in a file), else an error."""
+    for label, parts in parsed:
+        hit = _entry_override(parts)
+        if hit is None or hit[1] in before[hit[0]]:
+            continue
+        table, name = hit
+        noun = _NOUN[table]
+        key = _key_str(parts)
+        if table == "regimes":
+            if name in _entry_names(raw, table):
+                continue  # listed in regimes.names by another override: validated as any regime
+            raise _override_error(
+                label, key, f"no regime '{name}' in regimes.names{_closest(name, before[table], table)}; to add a "
+                f"new regime, write a TOML file with extends = \"{scenario}\" that lists it in regimes.names, "
+                f"gives regimes.generator a row and a column for it and sets its fields in a [regimes.{name}] table")
+        entry = raw.get(table, {}).get(name) if isinstance(raw.get(table), dict) else None
+        if not isinstance(entry, dict):
+            continue  # not a table: validation says so
+        missing = [f for f in NEW_ENTRY_FIELDS[table] if f not in entry]
+        if missing:
+            sets = " ".join(f"--set {table}.{name}.{f}=<{DYNAMIC_TABLES[table][f].unit or 'value'}>"
+                            for f in missing)
+            raise _override_error(
+                label, key, f"no {noun} '{name}' in the scenario{_closest(name, before[table], table)}; to add a "
+                f"new {noun}, give its {' and '.join(missing)} too ({sets}), or write a [{table}.{name}] table "
+                f"with {_field_hint(table, missing)} in a TOML file with extends = \"{scenario}\"")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # --set overrides
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _KEY_RE = re.compile(r"^([A-Za-z_][\w-]*)((?:\[\d+\])*)$")
 
 
@@ -127,6 +235,9 @@ def parse_value(text: str, key: str):
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except ValueError:  # TOMLDecodeError, or an integer literal over Python's 4300-digit limit
+        if _ISO_DATE.match(text):  # a TOML date literal that is no calendar date, e.g. 2025-02-30
+            raise ConfigError(f"'{text}' is not a calendar date: expected an ISO date YYYY-MM-DD such as 2025-04-02",
+                              key=key) from None
         # bare words are strings: --set scenario.portfolio=bank_afs
         if re.fullmatch(r"[\w./-]+", text) and not re.fullmatch(r"[-+]?[\d.eE+-]+", text):
             return text
@@ -221,6 +332,8 @@ def _check(field: Field, value, key: str, file):
             raise ConfigError(f"value {x} out of range: expected a number in {br}{lo}, {hi}]{unit}", file=file, key=k)
 
     kind = field.kind
+    if kind == "str" and field.date:
+        return _check_date(value, key, file)
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"expected a string, got {_show(value)}", file=file, key=key)
@@ -261,8 +374,31 @@ def _check(field: Field, value, key: str, file):
     raise AssertionError(kind)  # pragma: no cover
 
 
-def validate(raw: dict, file: str | None = None) -> dict:
-    """Check a raw scenario dict against the schema; return the resolved dict with defaults filled in."""
+def _check_date(value, key: str, file) -> str:
+    """A calendar date: a TOML date (normalized to its ISO string) or a "YYYY-MM-DD" string ("" for none)."""
+    expected = "expected an ISO date YYYY-MM-DD such as 2025-04-02 (a TOML date or a string; \"\" for none)"
+    if isinstance(value, datetime.datetime):  # a TOML date-time: a datetime.date too, so tested first
+        raise ConfigError(f"{expected}, got {value.isoformat()}: give the date without a time of day", file=file,
+                          key=key)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        if value == "":
+            return value
+        if _ISO_DATE.match(value):
+            try:
+                return datetime.date.fromisoformat(value).isoformat()
+            except ValueError:
+                raise ConfigError(f"{_show(value)} is not a calendar date: {expected}", file=file, key=key) from None
+    raise ConfigError(f"{expected}, got {_show(value)}", file=file, key=key)
+
+
+def validate(raw: dict, file: str | None = None, *, _edited: frozenset = frozenset()) -> dict:
+    """Check a raw scenario dict against the schema; return the resolved dict with defaults filled in.
+
+    `_edited`: the keys set element by element by `--set` (e.g. 'regimes.calm.correlation[0][1]'), so that an
+    error can say which other element to set.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("expected a TOML table", file=file)
     known = set(SECTIONS) | set(DYNAMIC_TABLES) | {"extends"}
@@ -318,8 +454,11 @@ def validate(raw: dict, file: str | None = None) -> dict:
     reg_tables = {k: v for k, v in raw["regimes"].items() if isinstance(v, dict)}
     for name in reg_tables:
         if name not in names:
-            raise ConfigError(f"table [regimes.{name}] is not listed in regimes.names {names}", file=file,
-                              key=f"regimes.{name}")
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"table [regimes.{name}] is not listed in regimes.names {names}{hint}; to add a "
+                              "regime, list it in regimes.names and give regimes.generator a row and a column for it",
+                              file=file, key=f"regimes.{name}")
     if out["regimes"]["initial"] not in names:
         raise ConfigError(f"'{out['regimes']['initial']}' is not one of regimes.names {names}", file=file,
                           key="regimes.initial")
@@ -331,7 +470,7 @@ def validate(raw: dict, file: str | None = None) -> dict:
         if corr is None:
             out["regimes"][name]["correlation"] = np.eye(n).tolist()
         else:
-            _check_correlation(corr, f"regimes.{name}.correlation", file)
+            _check_correlation(corr, f"regimes.{name}.correlation", file, _edited)
     holders = raw.get("holders", {})
     if not isinstance(holders, dict):
         raise ConfigError("expected a table of holders, e.g. [holders.japan]", file=file, key="holders")
@@ -348,7 +487,7 @@ def validate(raw: dict, file: str | None = None) -> dict:
                           key="debt")
     if sum(debt["amounts"]) <= 0:
         raise ConfigError("the debt buckets must hold a positive total", file=file, key="debt.amounts")
-    # reporting dates past the horizon are dropped (the horizon itself is always reported), so --horizon works
+    # reporting dates past the horizon: see _check_report_days (dropped when the horizon was shortened later)
     mats = out["curve"]["maturities"]
     if sorted(mats) != mats or len(set(mats)) != len(mats):
         raise ConfigError("maturities must be strictly increasing", file=file, key="curve.maturities")
@@ -399,14 +538,23 @@ def _check_generator(q: list, n: int, file):
                               key=f"regimes.generator[{i}]")
 
 
-def _check_correlation(c: list, key: str, file):
+def _check_correlation(c: list, key: str, file, edited=frozenset()):
     a = np.asarray(c)
     n = len(CORRELATED_SHOCKS)
     if a.shape != (n, n):
         raise ConfigError(f"expected a {n}x{n} matrix over ({', '.join(CORRELATED_SHOCKS)}), got shape {a.shape}",
                           file=file, key=key)
     if not np.allclose(a, a.T, atol=1e-12):
-        raise ConfigError("correlation matrix must be symmetric", file=file, key=key)
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if not np.isclose(a[i, j], a[j, i], atol=1e-12)]
+        ed = [(i, j) for i, j in pairs if f"{key}[{i}][{j}]" in edited or f"{key}[{j}][{i}]" in edited]
+        i, j = (ed or pairs)[0]
+        if f"{key}[{j}][{i}]" in edited and f"{key}[{i}][{j}]" not in edited:
+            i, j = j, i  # the element set is [j][i]: its mirror [i][j] is the one to set
+        vij, vji = float(a[i, j]), float(a[j, i])
+        fix = (f"set the mirrored element too: --set {key}[{j}][{i}]={vij!r}" if f"{key}[{i}][{j}]" in edited
+               else f"make them equal, e.g. {key}[{j}][{i}] = {vij!r}")
+        raise ConfigError(f"correlation matrix must be symmetric: [{i}][{j}] is {vij!r} but [{j}][{i}] is {vji!r}; "
+                          f"{fix}", file=file, key=key)
     if not np.allclose(np.diag(a), 1.0, atol=1e-12):
         raise ConfigError("correlation matrix must have ones on the diagonal", file=file, key=key)
     if np.linalg.eigvalsh(a).min() <= 1e-10:
@@ -526,8 +674,100 @@ def _escaped(e: ConfigError) -> ConfigError:
     return err
 
 
+def _key_str(parts: list) -> str:
+    """['regimes', 'generator', 0, 1] -> 'regimes.generator[0][1]' (the inverse of parse_key)."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+def _override_error(label: str, key: str | None, message: str) -> ConfigError:
+    """An error caused by a command-line override: it names the override ('--set k=v: key 'k': ...'), no file."""
+    err = ConfigError.__new__(ConfigError)
+    ValueError.__init__(err, f"{label}: " + (f"key '{key}': " if key else "") + message)
+    err.file, err.key = None, key
+    return err
+
+
+def _bare(e: ConfigError) -> str:
+    """The message of an error without its 'file, key ...: ' prefix."""
+    prefix, text = str(ConfigError("", file=e.file, key=e.key)), str(e)
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _attribute(e: ConfigError, parsed: list) -> ConfigError:
+    """An error about a key that an override set (or a key inside it, or a table holding it) names the override."""
+    if isinstance(e, ConfigErrors):
+        return ConfigErrors([_attribute(p, parsed) for p in e.problems])
+    if e.key is None:
+        return e
+    try:
+        where = parse_key(e.key)
+    except ConfigError:  # a quoted TOML key no override can name
+        return e
+    for label, parts in reversed(parsed):  # the last override of a key is the one in effect
+        n = min(len(where), len(parts))
+        if where[:n] == parts[:n]:
+            return _override_error(label, e.key, _bare(e))
+    return e
+
+
+def _sets(parts: list, key: str) -> bool:
+    """Whether an override of `parts` sets (part of) the dotted key `key`."""
+    k = key.split(".")
+    n = min(len(k), len(parts))
+    return parts[:n] == k[:n]
+
+
+def _check_report_days(resolved: dict, layers: list, parsed: list, file) -> None:
+    """A reporting day past the horizon is an error where it was written against that horizon.
+
+    Days written for a longer horizon that was shortened later (by --horizon, --steps-per-year, --set
+    simulation.horizon, or a file extending the one that gave the days) are dropped, here from the resolved config,
+    the horizon itself is always reported: so a scenario's reporting dates need not be rewritten to run it over a
+    shorter horizon.
+    """
+    steps = n_steps(resolved)
+    sim = resolved["simulation"]
+    late = [d for d in sim["report_days"] if d > steps]
+    if not late:
+        return
+    key = "simulation.report_days"
+    days_ov = [parts for _, parts in parsed if _sets(parts, key)]
+    span_ov = [parts for _, parts in parsed
+               if _sets(parts, "simulation.horizon") or _sets(parts, "simulation.steps_per_year")]
+
+    def last_layer(field):
+        return max((i for i, (raw, _, _) in enumerate(layers)
+                    if isinstance(raw.get("simulation"), dict) and field in raw["simulation"]), default=-1)
+
+    def message(bad):
+        days = f"day{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} {'are' if len(bad) > 1 else 'is'}"
+        return (f"{days} past the horizon of {steps} steps (simulation.horizon {sim['horizon']:g} years x "
+                f"steps_per_year {sim['steps_per_year']}); give reporting days in [0, {steps}] (the horizon is always "
+                "reported) or lengthen simulation.horizon")
+
+    # days given on the command line are checked against the final horizon (_attribute names the --set)
+    if any(len(p) <= 2 for p in days_ov):
+        raise ConfigError(message(late), file=file, key=key)
+    given = sorted({p[2] for p in days_ov if isinstance(p[2], int)})  # --set simulation.report_days[i]=...
+    bad = [sim["report_days"][i] for i in given if i < len(sim["report_days"]) and sim["report_days"][i] > steps]
+    if bad:
+        raise ConfigError(message(bad), file=file, key=f"{key}[{given[0]}]" if len(given) == 1 else key)
+    at = last_layer("report_days")
+    if not span_ov and at >= max(last_layer("horizon"), last_layer("steps_per_year")):
+        raise ConfigError(message(late), file=layers[at][1] if at >= 0 else file, key=key)
+    # the horizon was shortened after the days were written: drop the days past it from the resolved config too,
+    # so that it says what is reported and the scenario.toml a run writes reloads
+    sim["report_days"] = [d for d in sim["report_days"] if d <= steps] or [0]
+
+
 def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) -> Scenario:
-    raw, file = read_scenario_dict(name_or_path)
+    layers = _read_layers(name_or_path)
+    raw, file = _merge_layers(layers), layers[-1][1]
+    before = {table: _entry_names(raw, table) for table in DYNAMIC_TABLES}
+    parsed: list[tuple[str, list]] = []  # (how to name it in an error, its key's parts), in order
     for ov in overrides:
         try:
             apply_override(raw, ov)
@@ -536,13 +776,23 @@ def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) 
         if "extends" in raw:  # resolved when the file was read: an override of it would be silently ignored
             raise ConfigError(f"--set {ov}: 'extends' cannot be overridden; give the scenario to extend as the "
                               "file, or write a TOML file with extends = ...", key="extends")
+        parsed.append((f"--set {ov}", parse_key(ov.split("=", 1)[0].strip())))
+    _check_override_entries(raw, parsed, before, name_or_path)
     if horizon is not None:
         raw.setdefault("simulation", {})["horizon"] = horizon
+        parsed.append((f"--horizon {horizon}", ["simulation", "horizon"]))
     if steps_per_year is not None:
         raw.setdefault("simulation", {})["steps_per_year"] = steps_per_year
+        parsed.append((f"--steps-per-year {steps_per_year}", ["simulation", "steps_per_year"]))
     if portfolio is not None:
         raw.setdefault("scenario", {})["portfolio"] = portfolio
-    resolved = validate(raw, file)
+        parsed.append((f"--portfolio {portfolio}", ["scenario", "portfolio"]))
+    edited = frozenset(_key_str(parts) for _, parts in parsed)
+    try:
+        resolved = validate(raw, file, _edited=edited)
+        _check_report_days(resolved, layers, parsed, file)
+    except ConfigError as e:
+        raise _attribute(e, parsed) from None
     pname = resolved["scenario"]["portfolio"]
     if pname.endswith(".toml") and not pathlib.Path(pname).is_absolute() and file:
         cand = pathlib.Path(file).parent / pname

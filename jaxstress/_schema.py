@@ -28,6 +28,7 @@ class Field:
     default: object = None  # only for fields of named tables (regimes, holders)
     static: bool = False  # numeric but not differentiable (sizes, grids)
     lo_open: bool = False
+    date: bool = False  # a "str" holding a calendar date, YYYY-MM-DD (a TOML date is accepted and normalized)
 
 
 def F(unit, doc, lo=None, hi=None, scale=1.0, default=None, lo_open=False):
@@ -40,7 +41,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "name": Field("str", doc="short name of the scenario"),
         "description": Field("str", doc="one line shown by `jaxstress scenarios`"),
         "portfolio": Field("str", doc="shipped portfolio name or path to a portfolio TOML"),
-        "start_date": Field("str", doc="calendar date of t=0 (ISO), used to overlay history"),
+        "start_date": Field("str", doc="calendar date of t=0 (ISO), used to overlay history", date=True),
     },
     "simulation": {
         "horizon": Field("float", "years", "simulated horizon", 1 / 252, 30.0, static=True),
@@ -213,3 +214,9 @@ HOLDER_FIELDS: dict[str, Field] = {
 }
 
 DYNAMIC_TABLES = {"regimes": REGIME_FIELDS, "holders": HOLDER_FIELDS}
+
+# What makes a new named table (one its base scenario does not have) mean something. A holder is scaled by its
+# holdings (default 0: every rate is a share of them), so a new holder must give them; a typo'd name would otherwise
+# be a silent, empty new holder. A regime is defined by its place in regimes.names and the generator, and its
+# fields' defaults are the neutral regime, so a new regime needs no field but must be listed in regimes.names.
+NEW_ENTRY_FIELDS: dict[str, tuple[str, ...]] = {"regimes": (), "holders": ("holdings",)}
