@@ -763,6 +763,26 @@ def _check_report_days(resolved: dict, layers: list, parsed: list, file) -> None
     sim["report_days"] = [d for d in sim["report_days"] if d <= steps] or [0]
 
 
+def _rebalance_generator(raw: dict, keys: list[list]) -> None:
+    """After `--set regimes.generator[i][j]=x` (i != j), the diagonal [i][i] follows its row (rows of a generator
+    sum to zero, as everywhere the diagonal is derived: sensitivities, reverse stress tests), unless the overrides
+    set that diagonal, the row or the whole matrix themselves."""
+    gen = raw.get("regimes", {}).get("generator") if isinstance(raw.get("regimes"), dict) else None
+    if not isinstance(gen, list):
+        return
+    if any(k[:2] == ["regimes", "generator"] and len(k) == 2 for k in keys):
+        return  # the whole matrix given: checked as it is
+    given = {tuple(k[2:]) for k in keys if k[:2] == ["regimes", "generator"]}
+    for i in sorted({k[0] for k in given if len(k) == 2 and k[0] != k[1]}):
+        if (i,) in given or (i, i) in given or not (0 <= i < len(gen)) or not isinstance(gen[i], list):
+            continue
+        row = gen[i]
+        if i < len(row) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
+            total = sum(float(v) for j, v in enumerate(row) if j != i)
+            if abs(total) <= float(np.finfo(np.float32).max):  # else the entry set is refused as it is, by name
+                row[i] = -total
+
+
 def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) -> Scenario:
     layers = _read_layers(name_or_path)
     raw, file = _merge_layers(layers), layers[-1][1]
@@ -778,6 +798,7 @@ def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) 
                               "file, or write a TOML file with extends = ...", key="extends")
         parsed.append((f"--set {ov}", parse_key(ov.split("=", 1)[0].strip())))
     _check_override_entries(raw, parsed, before, name_or_path)
+    _rebalance_generator(raw, [parts for _, parts in parsed])
     if horizon is not None:
         raw.setdefault("simulation", {})["horizon"] = horizon
         parsed.append((f"--horizon {horizon}", ["simulation", "horizon"]))

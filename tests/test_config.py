@@ -127,9 +127,11 @@ def test_set_matrix_element_with_matching_diagonal():
     assert g[1] == [4.0, -17.0, 4.0, 9.0]
     assert g[0] == base[0] and g[2:] == base[2:]
     np.testing.assert_allclose(np.asarray(s.params()["regimes.generator"]), np.asarray(g))
-    # without the diagonal change the row no longer sums to zero
+    # without the diagonal change the diagonal follows the row (rows sum to zero): the same generator
+    assert load_scenario("baseline", overrides=["regimes.generator[1][3]=9.0"]).config["regimes"]["generator"] == g
+    # a diagonal set that does not match its row is refused
     with pytest.raises(ConfigError, match=re.escape("key 'regimes.generator[1]'")):
-        load_scenario("baseline", overrides=["regimes.generator[1][3]=9.0"])
+        load_scenario("baseline", overrides=["regimes.generator[1][3]=9.0", "regimes.generator[1][1]=-16.0"])
 
 
 def test_set_bare_and_quoted_strings():

@@ -151,7 +151,7 @@ def test_start_date_in_a_toml_file_names_the_file_and_the_form(tmp_path):
     ("impact.lambda0=2", "key 'impact.lambda0': value 2 out of range"),
     ("short_rate.k=nan", "key 'short_rate.k': expected a finite number"),
     ("shortrate.k=1.0", "key 'shortrate': unknown key; did you mean 'short_rate'?"),
-    ("regimes.generator[1][3]=9.0", "key 'regimes.generator[1]': row 1 sums to"),
+    ("regimes.generator[1][1]=-5.0", "key 'regimes.generator[1]': row 1 sums to"),  # a diagonal alone
     ("debt.amounts=[1.0]", "key 'debt': debt.amounts, debt.maturities and debt.coupons must have the same length"),
 ])
 def test_errors_of_an_override_name_the_override(assignment, words):
@@ -243,3 +243,18 @@ def test_messages_have_no_stray_file_of_the_package():
     for ov in ["holders.japn.sell_rate=0.2", "scenario.start_date=10/04/2025", "simulation.report_days=[0,600]",
                "regimes.calm.correlation[0][1]=0.5", "holders.japan.sell_rat=0.2"]:
         assert not re.search(r"configs/\w+\.toml", str(_error("april_2025", overrides=[ov]))), ov
+
+
+def test_set_of_a_generator_entry_moves_its_diagonal():
+    """The README's example `--set regimes.generator[1][3]=30` failed with 'row 1 sums to 5': the diagonal now
+    follows the row, as it does for sensitivities and reverse stress tests; a diagonal (or row) given by the
+    overrides themselves is taken as it is and checked."""
+    base = load_scenario("april_2025").config["regimes"]["generator"][1]
+    row = load_scenario("april_2025", ["regimes.generator[1][3]=30"]).config["regimes"]["generator"][1]
+    assert row[3] == 30 and row[1] == -sum(v for j, v in enumerate(row) if j != 1)
+    assert [v for j, v in enumerate(row) if j not in (1, 3)] == [v for j, v in enumerate(base) if j not in (1, 3)]
+    with pytest.raises(ConfigError, match=r"--set regimes.generator\[1\]\[1\]=-5: .*row 1 sums to"):
+        load_scenario("april_2025", ["regimes.generator[1][3]=30", "regimes.generator[1][1]=-5"])
+    explicit = [2.0, -40.0, 8.0, 30.0]
+    assert load_scenario("april_2025", [f"regimes.generator[1]={explicit}"]).config["regimes"]["generator"][1] == \
+        explicit
