@@ -210,6 +210,32 @@ def fit_curve(
                     loss=loss, maturities=maturities, weights=tuple(float(w[c]) for c in cols))
 
 
+def curve_notes(k: float, kc: float, mu: float) -> list[str]:
+    """What a curve fit's (k, kc, mu) do not say: an empty list, or one sentence per parameter the window leaves
+    unidentified (k = kc; a speed at zero; a term-premium horizon running off to infinity).
+
+    k = kc is a stationary line of the profiled loss, not a bound or a starting value: dB/dk = -C(k)/k, so at
+    kc = k moving k changes the yields along the policy-path loading C(kc), which each day's latent p absorbs, and
+    the gradient in k vanishes exactly. A fit that ends on the line (every start of a 2024-only window does, with
+    the loss rising quadratically either side) says that the window's curves do not separate the two speeds.
+    """
+    notes = []
+    if abs(k - kc) <= 1e-6 * max(abs(k), abs(kc)):
+        notes.append(
+            f"k = kc = {k:.6g}/year: the fit ends on the line k = kc, where the loss is flat in k to first order "
+            "(at kc = k, moving k moves the yields along the policy-path loading, which each day's latent p absorbs)"
+            ": a stationary line of the least squares, not a bound or a starting value. The window's curves do not "
+            "separate the two speeds (the best fit has the policy path revert at the short rate's speed); a longer "
+            "window does (2019-2025 does), or keep the baseline's k and kc.")
+    for name, v in (("k", k), ("kc", kc)):
+        if v < 1e-3:
+            notes.append(f"{name} = {v:.3g}/year: at the edge (no mean reversion); the window does not identify it.")
+    if mu > 1e3:
+        notes.append(f"mu = {mu:.3g} years: the term-premium loading's horizon runs off to infinity; the window does "
+                     "not identify it.")
+    return notes
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Ornstein-Uhlenbeck
 # ----------------------------------------------------------------------------------------------------------------
@@ -433,10 +459,11 @@ def calibrate_history(
 ) -> dict:
     """Calibrate the real-world dynamics on the daily history in [start, end] (runs in float64).
 
-    Returns a dict with `window`, `curve` (k, kc, mu, RMSE by maturity), `ou` (one fit per driver: r, pi, tau,
-    r_star, p, each with the moment estimates beside it), `hamilton` (2 regimes of daily 10y changes in bp,
-    transition matrix and annual generator), `config` (dotted scenario key -> {"value", "source"}) and `series`
-    (numpy arrays: dates, r_star, p, smoothed regime probabilities and their dates) for plots.
+    Returns a dict with `window`, `curve` (k, kc, mu, RMSE by maturity, `notes`: `curve_notes`), `ou` (one fit
+    per driver: r, pi, tau, r_star, p, each with the moment estimates beside it), `hamilton` (2 regimes of daily
+    10y changes in bp, transition matrix and annual generator), `config` (dotted scenario key -> {"value",
+    "source"}) and `series` (numpy arrays: dates, r_star, p, smoothed regime probabilities and their dates) for
+    plots.
     """
     with jax.enable_x64(True):
         return _calibrate_history(start, end, data_dir, seed, hamilton_steps, curve_weights, dt)
@@ -533,7 +560,8 @@ def _calibrate_history(start, end, data_dir, seed, hamilton_steps, curve_weights
                     last=last, n_days=n_days),
         curve=dict(k=float(fit.k), kc=float(fit.kc), mu=float(fit.mu),
                    rmse_bp={f"{m:g}y": e for m, e in rmse.items()}, weights=dict(zip(
-                       [f"{m:g}y" for m in fit.maturities], fit.weights)), loss=float(fit.loss)),
+                       [f"{m:g}y" for m in fit.maturities], fit.weights)), loss=float(fit.loss),
+                   notes=curve_notes(float(fit.k), float(fit.kc), float(fit.mu))),
         ou=ou,
         hamilton=hamilton,
         config=config,

@@ -109,8 +109,11 @@ def parse_window(text: str) -> tuple[str, str]:
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise ConfigError(f"expected START:END, e.g. 2025-04-02:2025-04-11, got '{text}'", key="--window")
     start, end = _date(parts[0], "--window"), _date(parts[1], "--window")
-    if end <= start:
+    if end < start:
         raise ConfigError(f"the window ends ({end}) before it starts ({start})", key="--window")
+    if end == start:
+        raise ConfigError(f"the window starts and ends on {start}: it must end after it starts (a window needs at "
+                          "least two dates, its first and its last close)", key="--window")
     return start, end
 
 
@@ -145,9 +148,9 @@ def _toml_out(path: str) -> pathlib.Path:
     p = pathlib.Path(path)
     if p.suffix != ".toml":
         raise ConfigError("expected a path ending in .toml", key="--out")
-    if p.exists() and p.is_dir():
-        raise ConfigError("is a directory; expected a .toml file path", file=path, key="--out")
-    return p
+    from ._output import check_output
+
+    return check_output(p, kind="file")  # written after the work: checked before it
 
 
 def _split(text: str) -> list[str]:
@@ -166,7 +169,7 @@ def cmd_calibrate(args) -> int:
 
 def cmd_event(args) -> int:
     from ._config import load_scenario
-    from ._event import event_window, fit_event, parse_targets, write_fitted_config
+    from ._event import event_window, fit_event, observed_changes, parse_targets, write_fitted_config
 
     start, end = parse_window(args.window)
     out = _toml_out(args.out)
@@ -186,7 +189,12 @@ def cmd_event(args) -> int:
         raise ConfigError("--lr must be > 0 and --prior-weight >= 0")
     base = load_scenario(args.base, args.overrides)  # validates the base and the overrides
     params = _split(args.params) if args.params else None
-    event_window(start, end, args.data)  # a window without data fails here, before anything is compiled
+    if args.params is not None:  # named as the option the user typed (fit_event's argument is params_to_fit)
+        from ._reverse import resolve_drivers
+
+        resolve_drivers(base, params or [], what="--params")
+    # a window (or a target) without data fails here, before anything is compiled
+    observed_changes(event_window(start, end, args.data), targets, args.data)
     t0 = time.perf_counter()
     print(f"calibrate event: {args.base} on {start}..{end}, targets {', '.join(targets)}, {args.paths} paths, "
           f"{args.steps} steps, seed {args.seed}", flush=True)
@@ -220,6 +228,12 @@ HISTORY_KEYS = {  # config key -> (ou series, field)
 }
 
 
+def _span_years(first: str, last: str) -> str:
+    """'7 years', '1 year', '2.5 years': the length of first..last in years, to one decimal."""
+    y = round((_dt.date.fromisoformat(last) - _dt.date.fromisoformat(first)).days / 365.25, 1)
+    return f"{y:g} year" + ("" if y == 1 else "s")
+
+
 def history_entries(res: dict, base_config: dict, out_stem: str) -> tuple[list, dict, list]:
     """(entries, table comments, header) of the scenario file written by `calibrate history`.
 
@@ -229,8 +243,11 @@ def history_entries(res: dict, base_config: dict, out_stem: str) -> tuple[list, 
       model's k is the pull toward the moving reaction-function target). The baseline's value is kept.
     - neutral_rate.k and .sigma keep the baseline's values: the r_star filtered from each day's cross-section is
       not slow (daily OU half-life ~0.6y, sigma ~95bp/yr), its day-to-day moves are mostly the filter's noise; an OU
-      fit on monthly averages is shown beside them (half-life ~2y, standard error about as large as k), so 7 years
-      cannot pin the slow mean reversion the design calls for.
+      fit on monthly averages is shown beside them (half-life ~2y, standard error about as large as k), so the
+      window (7 years for 2019-2025; the comment gives its length) cannot pin the slow mean reversion the design
+      calls for.
+    - curve: a fit that leaves k, kc or mu unidentified (`_calibrate.curve_notes`: k = kc, say, on one year of
+      data) is written as fitted, with the note as a comment of [curve] (and a warning from the CLI).
     - regimes: the two Hamilton regimes of daily 10y changes are reported in comments (and the chart), not
       written: the scenario's regimes are named shock regimes (tariff_shock, escalation, pause) that a child file
       cannot replace by two vol regimes.
@@ -247,6 +264,8 @@ def history_entries(res: dict, base_config: dict, out_stem: str) -> tuple[list, 
     comments: dict[str, list[str]] = {}
     for key in ("curve.k", "curve.kc", "curve.mu"):
         entries.append((key, cfg[key]["value"], cfg[key]["source"]))
+    if res["curve"].get("notes"):
+        comments["curve"] = list(res["curve"]["notes"])
     ou = res["ou"]
     for key, (series, field) in HISTORY_KEYS.items():
         o = ou[series]
@@ -270,8 +289,9 @@ def history_entries(res: dict, base_config: dict, out_stem: str) -> tuple[list, 
         "day-to-day noise, not a neutral rate.",
         f"On monthly averages ({mo['n_months']} months, dt = 1/12) the OU fit gives k = {mo['k']:.3g} +- "
         f"{mo['se_k']:.2g} (half-life {mo['half_life']:.1f}y), sigma = {mo['sigma_adj'] * 1e4:.0f}bp/yr "
-        "(x sqrt(3/2) for averaging): a slow mean reversion that 7 years cannot pin down, so the baseline's "
-        "half-life of ~7 years stays.",
+        f"(x sqrt(3/2) for averaging): {_span_years(w['first'], w['last'])} of data cannot pin down the slow mean "
+        f"reversion the design calls for, so the baseline's half-life of ~{math.log(2.0) / nr['k']:.0f} years "
+        "stays.",
     ]
     for key in ("initial.r", "initial.pi", "initial.tau", "initial.r_star", "initial.p"):
         entries.append((key, cfg[key]["value"], cfg[key]["source"]))
@@ -348,6 +368,8 @@ def cmd_history(args) -> int:
     t0 = time.perf_counter()
     res = calibrate_history(start, end, args.data, seed=args.seed, hamilton_steps=args.hamilton_steps)
     print_history(res)
+    for note in res["curve"].get("notes", ()):
+        print(f"jaxstress: warning: curve: {note}", file=sys.stderr)
     base = load_scenario("baseline").config
     entries, comments, header = history_entries(res, base, out.stem)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -401,8 +423,8 @@ def _jsonable(x):
 
 def cmd_reverse(args) -> int:
     from ._config import load_scenario
-    from ._output import atomic_dir
-    from ._reverse import resolve_drivers, reverse_stress
+    from ._output import atomic_dir, check_output
+    from ._reverse import fresh_warning, resolve_drivers, reverse_stress
 
     metric, value = parse_target(args.target)
     drivers = _split(args.drivers)
@@ -414,9 +436,7 @@ def cmd_reverse(args) -> int:
         raise ConfigError("--lr and --width must be > 0")
     scenario = load_scenario(args.scenario, args.overrides, horizon=args.horizon)
     resolve_drivers(scenario, drivers)  # unknown drivers fail here, before anything is compiled
-    out = pathlib.Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError("exists and is not a directory", file=str(out), key="--out")
+    out = check_output(args.out)  # a directory that can be written, checked before the work
 
     def progress(h):
         if not args.quiet:
@@ -433,6 +453,9 @@ def cmd_reverse(args) -> int:
         (tmp / "reverse.json").write_text(json.dumps(_jsonable(res), indent=1) + "\n")
     print(format_reverse(res))
     print(f"wrote {out / 'reverse.json'} in {time.perf_counter() - t0:.1f} s")
+    warn = fresh_warning(res)
+    if warn:
+        print(f"jaxstress: warning: {warn}", file=sys.stderr)
     if not res["reached"]:
         print(f"jaxstress: warning: target not reached within the drivers' bounds and {args.steps} steps; the "
               "closest point is reported", file=sys.stderr)

@@ -121,13 +121,21 @@ class Window:
         return f"{self.first}..{self.last}"
 
 
+def _data_range(file: str, col: str, data_dir=None) -> str:
+    """'the data cover FIRST..LAST' of one column of a data file (for messages about a window without data)."""
+    d, v = _data.load_series(file, col, None, None, data_dir, min_rows=0)
+    d = d[~np.isnan(v)]
+    return f"the data cover {d[0]}..{d[-1]}" if len(d) else "the column has no data"
+
+
 def event_window(start, end, data_dir=None) -> Window:
     """The business days of [start, end] in the CMT data (DGS10 rows); at least two rows."""
-    d, y = _data.load_series(_data.CMT_FILE, "DGS10", start, end, data_dir, min_rows=1)
+    d, y = _data.load_series(_data.CMT_FILE, "DGS10", start, end, data_dir, min_rows=0)
     d = d[~np.isnan(y)]
     if len(d) < 2:
-        raise DataError(f"the window {start}..{end} has {len(d)} day(s) of DGS10 data; an event window needs at "
-                        "least two (a start and an end date)", file=_data.CMT_FILE, key="DGS10")
+        raise DataError(f"the window {start}..{end} has {len(d)} day(s) of DGS10 data ("
+                        f"{_data_range(_data.CMT_FILE, 'DGS10', data_dir)}); an event window needs at least two (a "
+                        "start and an end date)", file=_data.CMT_FILE, key="DGS10")
     return Window(str(d[0]), str(d[-1]), len(d) - 1)
 
 
@@ -136,11 +144,12 @@ def observed_changes(window: Window, targets: Sequence[str], data_dir=None) -> t
     obs, detail = {}, {}
     for t in targets:
         _, file, col = TARGETS[t]
-        d, v = _data.load_series(file, col, window.first, window.last, data_dir, min_rows=1)
+        d, v = _data.load_series(file, col, window.first, window.last, data_dir, min_rows=0)
         ok = ~np.isnan(v)
         d, v = d[ok], v[ok]
         if len(d) < 2:
-            raise DataError(f"fewer than two observations in {window.label}", file=file, key=col)
+            raise DataError(f"fewer than two observations in {window.label} ({_data_range(file, col, data_dir)}); "
+                            f"drop '{t}' from --targets or choose a window inside the data", file=file, key=col)
         obs[t] = float((v[-1] - v[0]) * 100.0)
         detail[t] = {"file": file, "column": col, "from": str(d[0]), "to": str(d[-1]), "start_pct": float(v[0]),
                      "end_pct": float(v[-1])}

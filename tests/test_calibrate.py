@@ -301,3 +301,112 @@ def test_hamilton_agrees_with_statsmodels():
     smoothed = np.asarray(ref.smoothed_marginal_probabilities)[:, order]
     assert np.max(np.abs(ours["smoothed_probs"] - smoothed)) < 0.02
     np.testing.assert_allclose(ours["transition"].sum(axis=1), 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ messages, comments
+
+
+def _cli(argv: list[str]) -> int:
+    """The calibrate verbs behind a parser like jaxstress._cli's: ConfigError -> one line on stderr, exit 2."""
+    import sys
+
+    from jaxstress._calibrate_cli import add_parsers
+    from jaxstress._cli import _Parser
+    from jaxstress._errors import ConfigError
+
+    parser = _Parser(prog="jaxstress")
+    handlers = add_parsers(parser.add_subparsers(dest="command", parser_class=_Parser))
+    try:
+        args = parser.parse_args(argv)
+        return handlers[args.command](args)
+    except ConfigError as e:
+        print(f"jaxstress: error: {e}", file=sys.stderr)
+        return 2
+
+
+def test_event_window_of_one_date_says_it_must_end_after_it_starts():
+    from jaxstress._calibrate_cli import parse_window
+    from jaxstress._errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--window.*starts and ends on 2025-04-02: it must end after it starts "
+                                          r"\(a window needs at least two dates") as err:
+        parse_window("2025-04-02:2025-04-02")
+    assert "before it starts" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"ends \(2025-04-01\) before it starts \(2025-04-02\)"):
+        parse_window("2025-04-02:2025-04-01")
+
+
+def test_event_window_outside_the_data_names_the_data_range(tmp_path):
+    from jaxstress._event import event_window, observed_changes
+
+    _tiny_dataset(tmp_path)  # business days 2024-01-02..2024-01-09
+    with pytest.raises(DataError, match=r"2030-01-01\.\.2030-02-01 has 0 day\(s\) of DGS10 data \(the data cover "
+                                        r"2024-01-02\.\.2024-01-09\); an event window needs at least two"):
+        event_window("2030-01-01", "2030-02-01", tmp_path)
+    window = event_window("2024-01-02", "2024-01-09", tmp_path)
+    assert (window.first, window.last, window.n_days) == ("2024-01-02", "2024-01-09", 4)  # the '.' day dropped
+    _write(tmp_path / BREAKEVEN_FILE, "date,T10YIE\n2023-01-03,2.2\n2023-01-04,2.3\n")
+    with pytest.raises(DataError, match=r"T10YIE.*fewer than two observations in 2024-01-02\.\.2024-01-09 \(the "
+                                        r"data cover 2023-01-03\.\.2023-01-04\); drop 'breakeven' from --targets"):
+        observed_changes(window, ["y10", "breakeven"], tmp_path)
+
+
+def test_event_cli_window_outside_the_data_and_params_name_what_the_user_typed(tmp_path, capsys):
+    base = ["calibrate", "event", "--base", "april_2025_prior", "--out", str(tmp_path / "x.toml"), "--paths", "1",
+            "--steps", "0"]
+    assert _cli(base + ["--window", "2030-01-01:2030-02-01"]) == 2
+    err = capsys.readouterr().err
+    assert "the data cover 1990-01-02.." in err and "only 0 rows" not in err, err
+    assert _cli(base + ["--window", "2025-04-02:2025-04-11", "--params", "fed.backstop"]) == 2
+    out, err = capsys.readouterr()
+    assert "key '--params'" in err and "'fed.backstop' is a switch" in err and "params_to_fit" not in err, err
+    assert out == ""  # checked before the fit starts
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_span_years():
+    from jaxstress._calibrate_cli import _span_years
+
+    assert _span_years("2019-01-02", "2025-12-31") == "7 years"
+    assert _span_years("2024-01-02", "2024-12-31") == "1 year"
+    assert _span_years("2023-01-03", "2025-06-30") == "2.5 years"
+
+
+def test_curve_notes():
+    assert cal.curve_notes(0.198, 0.467, 2.29) == []  # 2019-2025: distinct speeds, nothing to say
+    (note,) = cal.curve_notes(0.4694275299, 0.4694275299, 2.13)
+    assert note.startswith("k = kc = 0.469428/year") and "not a bound or a starting value" in note
+    notes = cal.curve_notes(1.8e-6, 0.29, 1.3e8)
+    assert len(notes) == 2 and notes[0].startswith("k = 1.8e-06/year") and notes[1].startswith("mu = 1.3e+08")
+
+
+def test_k_gradient_vanishes_on_the_line_k_equals_kc():
+    """Why a short window's fit can end on k = kc exactly: dB/dk = -C(k)/k, so at kc = k the yields move along the
+    policy-path loading, which each day's latent p absorbs; the profiled loss's k-derivative is 0 for any k."""
+    dates, hist = aligned_history("2024-01-01", "2024-12-31")
+    cols = list(cal._data.PAR_COLUMNS)
+    mats = tuple(cal._data.PAR_COLUMNS[c] for c in cols)
+    y = jnp.stack([jnp.asarray(hist[c]) for c in cols], -1)
+    args = (jnp.asarray(hist["DGS3MO"]), jnp.asarray(hist["T10YIE"]), jnp.asarray(hist["ACMTP10"]), y,
+            jnp.ones(len(cols)), mats, 4)
+    grad = jax.jit(jax.grad(lambda th: cal._profiled(th, *args)[0]))
+    for kc in (0.2, 1.0):
+        g_on = np.asarray(grad(jnp.log(jnp.array([kc, kc, 2.0]))))
+        g_off = np.asarray(grad(jnp.log(jnp.array([0.5 * kc, kc, 2.0]))))
+        assert abs(g_on[0]) < 1e-6 * abs(g_on[1]) and abs(g_off[0]) > 1e-2 * abs(g_off[1]), (kc, g_on, g_off)
+
+
+def test_history_file_of_one_year_says_one_year_and_why_k_equals_kc(tmp_path, capsys):
+    import tomllib
+
+    out = tmp_path / "h1.toml"
+    assert _cli(["calibrate", "history", "--start", "2024-01-01", "--end", "2024-12-31", "--hamilton-steps", "10",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: curve: k = kc = " in err, err  # said, not two identical numbers printed silently
+    text = out.read_text()
+    curve = tomllib.loads(text)["curve"]
+    assert curve["k"] == pytest.approx(curve["kc"], rel=1e-6)  # one year of curves: the fit ends on k = kc
+    assert "[curve]\n# k = kc = " in text and "not a bound or a starting value" in text
+    nr = text[text.index("[neutral_rate]"):].split("\n[")[0]
+    assert "1 year of data cannot pin down" in nr and "7 years cannot" not in nr, nr

@@ -289,6 +289,27 @@ def test_cli_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):
     assert not (tmp_path / "x.toml").exists() and not (tmp_path / "rev").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["reverse", "april_2025_prior", "--target", "y10_change_bp_mean=20", "--drivers", "basis_funds.leverage",
+     "--out", "/proc/jaxstress-rev"],
+    ["calibrate", "event", "--window", "2025-04-02:2025-04-11", "--base", "april_2025_prior",
+     "--out", "/proc/jaxstress-fit.toml"],
+    ["calibrate", "history", "--out", "/proc/jaxstress-history.toml"],
+])
+def test_cli_unwritable_out_fails_before_the_work(argv, capsys, monkeypatch):
+    """An --out where nothing can be created is one line naming it, before the fit (it was a traceback after it)."""
+    import jaxstress._calibrate
+    import jaxstress._event
+    import jaxstress._reverse
+
+    for mod, fn in ((jaxstress._reverse, "reverse_stress"), (jaxstress._event, "fit_event"),
+                    (jaxstress._calibrate, "calibrate_history")):
+        monkeypatch.setattr(mod, fn, lambda *a, **k: pytest.fail("the work started before --out was checked"))
+    rc = run_cli(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "/proc/jaxstress-" in err and "--out" in err, err
+
+
 def test_cli_registers_the_verbs():
     parser = _Parser(prog="jaxstress")
     handlers = add_parsers(parser.add_subparsers(dest="command", parser_class=_Parser))
