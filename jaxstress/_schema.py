@@ -47,7 +47,9 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "horizon": Field("float", "years", "simulated horizon", 1 / 252, 30.0, static=True),
         "steps_per_year": Field("int", "steps/year", "time steps per year (252 = business days)", 1, 100000,
                                 static=True),
-        "report_days": Field("ints", "steps", "reporting dates in steps (business days); the horizon is added", 0,
+        "report_days": Field("ints", "steps", "reporting dates in steps (business days); the horizon is added. "
+                             "Past the horizon: an error, unless a later file or --horizon shortened it (then left "
+                             "out)", 0,
                              static=True),
     },
     "curve": {

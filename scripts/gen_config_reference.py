@@ -46,7 +46,38 @@ def render() -> str:
     lines += _table(DYNAMIC_TABLES["regimes"], "regimes.NAME.") + [""]
     lines += ["## [holders.NAME] (one table per foreign official holder)", ""]
     lines += _table(DYNAMIC_TABLES["holders"], "holders.NAME.") + [""]
-    return "\n".join(lines)
+    return "\n".join(lines + _portfolio_reference())
+
+
+KIND_MEANING = {  # how `_portfolio.position_values` values each kind at time t ($bn)
+    "bond": "a Treasury held to its maturity: notional x (the present value at t of its remaining cash flows on the "
+            "simulated curve, its maturity rolling down + the coupons and principal received by t, held as cash)",
+    "etf": "a fund of constant maturity: notional x (price at t / price at 0 + coupon x t)",
+    "future": "a Treasury future, its cheapest-to-deliver as a bond of this maturity: P&L only, notional x (price at t "
+              "- price at 0) / price at 0 (a negative notional is a short hedge)",
+    "equity": "equities: notional x the simulated equity index (1 at t = 0)",
+    "cash": "cash: notional x the accrued short-rate factor",
+}
+
+
+def _portfolio_reference() -> list[str]:
+    from jaxstress._portfolio import _OPTIONAL, _REQUIRED, FUTURE_COUPON, KINDS, MAX_MATURITY
+
+    assert set(KIND_MEANING) == set(KINDS), "describe every kind of position in KIND_MEANING"
+    lines = ["## Portfolio files (`--portfolio NAME_OR_PATH`, `scenario.portfolio`)", "",
+             "A portfolio is a TOML file with `name` (a string), an optional `description` and one `[[positions]]`",
+             "table per position: `kind`, an optional `name`, and the numbers its kind needs. Notionals are $bn of",
+             "face; `coupon` is a decimal annual rate (0.04 for 4%, paid semiannually); `maturity` is in years, in",
+             f"(0, {MAX_MATURITY:g}]. Shipped portfolios are in `jaxstress/configs/portfolios/`.", "",
+             "| kind | needs | may give | valued as |", "|---|---|---|---|"]
+    for kind in KINDS:
+        opt = ", ".join(f"`{k}`" + (f" (default {FUTURE_COUPON:g})" if kind == "future" and k == "coupon" else "")
+                        for k in _OPTIONAL[kind])
+        lines.append(f"| `{kind}` | {', '.join(f'`{k}`' for k in _REQUIRED[kind])} | {opt} | {KIND_MEANING[kind]} |")
+    lines += ["", "```toml", 'name = "my_book"', 'description = "two bonds and a short future"', "",
+              "[[positions]]", 'kind = "bond"', "notional = 5.0", "coupon = 0.04", "maturity = 10.0", "",
+              "[[positions]]", 'kind = "future"', "notional = -2.0", "maturity = 9.0", "```", ""]
+    return lines
 
 
 if __name__ == "__main__":

@@ -50,3 +50,16 @@ def test_readme_python_uses_public_names_that_exist():
     assert not re.search(r"jaxstress\._", code), "a README example imports a private module"
     for name in re.findall(r"\bjaxstress\.([A-Za-z_]\w*)", code):
         assert hasattr(jaxstress, name), f"the README uses jaxstress.{name}, which does not exist"
+
+
+def test_portfolio_example_in_the_reference_loads(tmp_path):
+    """The portfolio file shown in docs/CONFIG.md is a valid portfolio."""
+    import re
+
+    from jaxstress import load_portfolio
+
+    text = (ROOT / "docs" / "CONFIG.md").read_text()
+    example = re.search(r"## Portfolio files.*?```toml\n(.*?)```", text, flags=re.S).group(1)
+    (tmp_path / "my_book.toml").write_text(example)
+    port = load_portfolio(tmp_path / "my_book.toml")
+    assert port.name == "my_book" and port.kinds == ("bond", "future")
