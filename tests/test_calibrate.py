@@ -306,24 +306,6 @@ def test_hamilton_agrees_with_statsmodels():
 # ------------------------------------------------------------------------------------------------ messages, comments
 
 
-def _cli(argv: list[str]) -> int:
-    """The calibrate verbs behind a parser like jaxstress._cli's: ConfigError -> one line on stderr, exit 2."""
-    import sys
-
-    from jaxstress._calibrate_cli import add_parsers
-    from jaxstress._cli import _Parser
-    from jaxstress._errors import ConfigError
-
-    parser = _Parser(prog="jaxstress")
-    handlers = add_parsers(parser.add_subparsers(dest="command", parser_class=_Parser))
-    try:
-        args = parser.parse_args(argv)
-        return handlers[args.command](args)
-    except ConfigError as e:
-        print(f"jaxstress: error: {e}", file=sys.stderr)
-        return 2
-
-
 def test_event_window_of_one_date_says_it_must_end_after_it_starts():
     from jaxstress._calibrate_cli import parse_window
     from jaxstress._errors import ConfigError
@@ -352,12 +334,14 @@ def test_event_window_outside_the_data_names_the_data_range(tmp_path):
 
 
 def test_event_cli_window_outside_the_data_and_params_name_what_the_user_typed(tmp_path, capsys):
+    from jaxstress._cli import main  # the real entry point: ConfigError -> one line, exit 2
+
     base = ["calibrate", "event", "--base", "april_2025_prior", "--out", str(tmp_path / "x.toml"), "--paths", "1",
             "--steps", "0"]
-    assert _cli(base + ["--window", "2030-01-01:2030-02-01"]) == 2
+    assert main(base + ["--window", "2030-01-01:2030-02-01"]) == 2
     err = capsys.readouterr().err
     assert "the data cover 1990-01-02.." in err and "only 0 rows" not in err, err
-    assert _cli(base + ["--window", "2025-04-02:2025-04-11", "--params", "fed.backstop"]) == 2
+    assert main(base + ["--window", "2025-04-02:2025-04-11", "--params", "fed.backstop"]) == 2
     out, err = capsys.readouterr()
     assert "key '--params'" in err and "'fed.backstop' is a switch" in err and "params_to_fit" not in err, err
     assert out == ""  # checked before the fit starts
@@ -399,8 +383,10 @@ def test_k_gradient_vanishes_on_the_line_k_equals_kc():
 def test_history_file_of_one_year_says_one_year_and_why_k_equals_kc(tmp_path, capsys):
     import tomllib
 
+    from jaxstress._cli import main
+
     out = tmp_path / "h1.toml"
-    assert _cli(["calibrate", "history", "--start", "2024-01-01", "--end", "2024-12-31", "--hamilton-steps", "10",
+    assert main(["calibrate", "history", "--start", "2024-01-01", "--end", "2024-12-31", "--hamilton-steps", "10",
                  "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "warning: curve: k = kc = " in err, err  # said, not two identical numbers printed silently
