@@ -39,7 +39,7 @@ def _timed(fn, *args):
 
 
 def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_chunk_size: int | None = None,
-          grad: bool = True, dtype=None, retain: int = 200_000, repeats: int = 3) -> dict:
+          grad: bool = True, dtype=None, retain: int = 200_000, repeats: int = 5) -> dict:
     """Forward: `paths` paths over the scenario's horizon, keeping the reporting dates of the first `retain` paths
     as `simulate` does (its default); gradient: the full gradient of y10_change_bp_mean over every driver, on the
     same paths, accumulated over chunks of `grad_chunk_size`. Chunk sizes None: 16,384 (forward and

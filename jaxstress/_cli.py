@@ -141,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--retain", type=_nonneg_int, default=200_000,
                     help="paths whose reporting dates are kept, as in a run (default 200000, run's default); the "
                          "others are observed at the horizon only")
-    bn.add_argument("--repeats", type=_positive_int, default=3,
+    bn.add_argument("--repeats", type=_positive_int, default=5,
                     help="timed runs of the forward and the gradient, alternated; the best of each is reported "
-                         "(default 3)")
+                         "(default 5)")
     bn.add_argument("--float64", action="store_true", help="benchmark float64")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
 
