@@ -454,8 +454,7 @@ def validate(raw: dict, file: str | None = None, *, _edited: frozenset = frozens
     reg_tables = {k: v for k, v in raw["regimes"].items() if isinstance(v, dict)}
     for name in reg_tables:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = _closest(name, names, "regimes") if difflib.get_close_matches(name, names, n=1) else ""
             raise ConfigError(f"table [regimes.{name}] is not listed in regimes.names {names}{hint}; to add a "
                               "regime, list it in regimes.names and give regimes.generator a row and a column for it",
                               file=file, key=f"regimes.{name}")
@@ -551,7 +550,9 @@ def _check_correlation(c: list, key: str, file, edited=frozenset()):
         if f"{key}[{j}][{i}]" in edited and f"{key}[{i}][{j}]" not in edited:
             i, j = j, i  # the element set is [j][i]: its mirror [i][j] is the one to set
         vij, vji = float(a[i, j]), float(a[j, i])
-        fix = (f"set the mirrored element too: --set {key}[{j}][{i}]={vij!r}" if f"{key}[{i}][{j}]" in edited
+        both = f"{key}[{i}][{j}]" in edited and f"{key}[{j}][{i}]" in edited
+        fix = ("the two --set give them different values; make them equal" if both
+               else f"set the mirrored element too: --set {key}[{j}][{i}]={vij!r}" if f"{key}[{i}][{j}]" in edited
                else f"make them equal, e.g. {key}[{j}][{i}] = {vij!r}")
         raise ConfigError(f"correlation matrix must be symmetric: [{i}][{j}] is {vij!r} but [{j}][{i}] is {vji!r}; "
                           f"{fix}", file=file, key=key)
@@ -696,10 +697,17 @@ def _bare(e: ConfigError) -> str:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _attribute(e: ConfigError, parsed: list) -> ConfigError:
-    """An error about a key that an override set (or a key inside it, or a table holding it) names the override."""
+def _covers(parts: list, where: list) -> bool:
+    """Whether the key `parts` is `where` or holds it (an override of `parts` sets `where`)."""
+    return where[:len(parts)] == parts
+
+
+def _attribute(e: ConfigError, parsed: list, file_ok: bool) -> ConfigError:
+    """An error about a key that an override set (or a key inside a table it set) names the override. An error
+    about a table or matrix of which an override set one element (a row sum, a symmetry) names it only where the
+    file alone has no error (`file_ok`): else the problem may be the file's."""
     if isinstance(e, ConfigErrors):
-        return ConfigErrors([_attribute(p, parsed) for p in e.problems])
+        return ConfigErrors([_attribute(p, parsed, file_ok) for p in e.problems])
     if e.key is None:
         return e
     try:
@@ -707,8 +715,7 @@ def _attribute(e: ConfigError, parsed: list) -> ConfigError:
     except ConfigError:  # a quoted TOML key no override can name
         return e
     for label, parts in reversed(parsed):  # the last override of a key is the one in effect
-        n = min(len(where), len(parts))
-        if where[:n] == parts[:n]:
+        if _covers(parts, where) or (file_ok and _covers(where, parts)):
             return _override_error(label, e.key, _bare(e))
     return e
 
@@ -716,8 +723,7 @@ def _attribute(e: ConfigError, parsed: list) -> ConfigError:
 def _sets(parts: list, key: str) -> bool:
     """Whether an override of `parts` sets (part of) the dotted key `key`."""
     k = key.split(".")
-    n = min(len(k), len(parts))
-    return parts[:n] == k[:n]
+    return _covers(parts, k) or _covers(k, parts)
 
 
 def _check_report_days(resolved: dict, layers: list, parsed: list, file) -> None:
@@ -765,27 +771,32 @@ def _check_report_days(resolved: dict, layers: list, parsed: list, file) -> None
 
 def _rebalance_generator(raw: dict, keys: list[list]) -> None:
     """After `--set regimes.generator[i][j]=x` (i != j), the diagonal [i][i] follows its row (rows of a generator
-    sum to zero, as everywhere the diagonal is derived: sensitivities, reverse stress tests), unless the overrides
-    set that diagonal, the row or the whole matrix themselves."""
+    sum to zero, as everywhere the diagonal is derived: sensitivities, reverse stress tests), unless a later
+    override sets that diagonal, the row or the whole matrix: the last override touching a row decides."""
     gen = raw.get("regimes", {}).get("generator") if isinstance(raw.get("regimes"), dict) else None
     if not isinstance(gen, list):
         return
-    if any(k[:2] == ["regimes", "generator"] and len(k) == 2 for k in keys):
-        return  # the whole matrix given: checked as it is
-    given = {tuple(k[2:]) for k in keys if k[:2] == ["regimes", "generator"]}
-    for i in sorted({k[0] for k in given if len(k) == 2 and k[0] != k[1]}):
-        if (i,) in given or (i, i) in given or not (0 <= i < len(gen)) or not isinstance(gen[i], list):
+    last: dict[int, str] = {}  # row -> "element" (an off-diagonal entry) or "given" (its diagonal, itself, all)
+    for k in keys:
+        if k[:2] != ["regimes", "generator"]:
             continue
-        row = gen[i]
-        if i < len(row) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
+        idx = k[2:]
+        if not idx:
+            last = {i: "given" for i in range(len(gen))}
+        elif isinstance(idx[0], int):
+            last[idx[0]] = "element" if len(idx) == 2 and idx[0] != idx[1] else "given"
+    for i, how in last.items():
+        row = gen[i] if how == "element" and 0 <= i < len(gen) else None
+        if isinstance(row, list) and i < len(row) and all(_is_num(v) for v in row):
             total = sum(float(v) for j, v in enumerate(row) if j != i)
-            if abs(total) <= float(np.finfo(np.float32).max):  # else the entry set is refused as it is, by name
+            if _finite(total):  # else the entry set is refused as it is, by name
                 row[i] = -total
 
 
 def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) -> Scenario:
     layers = _read_layers(name_or_path)
     raw, file = _merge_layers(layers), layers[-1][1]
+    raw0 = copy.deepcopy(raw)  # the file alone, to tell its errors from those of the overrides
     before = {table: _entry_names(raw, table) for table in DYNAMIC_TABLES}
     parsed: list[tuple[str, list]] = []  # (how to name it in an error, its key's parts), in order
     for ov in overrides:
@@ -813,7 +824,12 @@ def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) 
         resolved = validate(raw, file, _edited=edited)
         _check_report_days(resolved, layers, parsed, file)
     except ConfigError as e:
-        raise _attribute(e, parsed) from None
+        try:
+            _check_report_days(validate(raw0, file), layers, [], file)
+            file_ok = True
+        except ConfigError:
+            file_ok = False
+        raise _attribute(e, parsed, file_ok) from None
     pname = resolved["scenario"]["portfolio"]
     if pname.endswith(".toml") and not pathlib.Path(pname).is_absolute() and file:
         cand = pathlib.Path(file).parent / pname
@@ -837,6 +853,8 @@ def _fmt(v) -> str:
         return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
     if isinstance(v, str):
         return _toml_string(v)
+    if isinstance(v, datetime.date):  # a TOML date given to --set (scenario.start_date), written as the string
+        return _toml_string(v.isoformat())  # that validation normalizes it to
     if isinstance(v, list):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     raise TypeError(type(v))
