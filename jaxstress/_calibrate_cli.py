@@ -189,10 +189,10 @@ def cmd_event(args) -> int:
         raise ConfigError("--lr must be > 0 and --prior-weight >= 0")
     base = load_scenario(args.base, args.overrides)  # validates the base and the overrides
     params = _split(args.params) if args.params else None
-    if args.params is not None:  # named as the option the user typed (fit_event's argument is params_to_fit)
+    if params:  # named as the option the user typed (fit_event's argument is params_to_fit); "" = the defaults
         from ._reverse import resolve_drivers
 
-        resolve_drivers(base, params or [], what="--params")
+        resolve_drivers(base, params, what="--params")
     # a window (or a target) without data fails here, before anything is compiled
     observed_changes(event_window(start, end, args.data), targets, args.data)
     t0 = time.perf_counter()

@@ -33,17 +33,19 @@ def check_output(target: str | os.PathLike, kind: str = "dir", option: str = "--
     nothing; raises one ConfigError naming the path and `option` otherwise, so that a long run does not fail
     only when it writes its results."""
     target = pathlib.Path(target)
-    if kind == "dir" and target.exists() and not target.is_dir():
-        raise ConfigError(f"the output path is a file, not a directory: choose another {option}", file=str(target))
-    if kind == "file" and target.is_dir():
-        raise ConfigError(f"the output path is a directory, not a file: choose another {option}", file=str(target))
     ancestor = target.parent.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"cannot create the output: {ancestor} is a file, not a directory; choose another {option}",
-                          file=str(target))
-    try:
+    try:  # stat raises where a parent cannot be searched (PermissionError)
+        if kind == "dir" and target.exists() and not target.is_dir():
+            raise ConfigError(f"the output path is a file, not a directory: choose another {option}",
+                              file=str(target))
+        if kind == "file" and target.is_dir():
+            raise ConfigError(f"the output path is a directory, not a file: choose another {option}",
+                              file=str(target))
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise ConfigError(f"cannot create the output: {ancestor} is a file, not a directory; choose another "
+                              f"{option}", file=str(target))
         os.rmdir(tempfile.mkdtemp(prefix=".jaxstress-probe-", dir=ancestor))
     except OSError as e:
         raise ConfigError(f"cannot write in {ancestor} ({e.strerror}): choose another {option}",

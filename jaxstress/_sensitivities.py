@@ -278,9 +278,10 @@ class SensitivityResult:
     gradient_s: float
 
 
-def not_a_driver(config: dict, name: str) -> str | None:
+def not_a_driver(config: dict, name: str, known=()) -> str | None:
     """Why `name`, a key of the scenario's config that is not a driver, is not one (None where `name` is no
-    config key): drivers are the continuous numbers of the model, not its switches, names, dates or tables."""
+    config key): drivers are the continuous numbers of the model, not its switches, names, dates, tables or the
+    static settings that fix the compiled shapes. `known`: the driver names, for an example in a table."""
     from ._config import parse_key
 
     try:
@@ -294,9 +295,14 @@ def not_a_driver(config: dict, name: str) -> str | None:
         except (KeyError, IndexError, TypeError):
             return None
     if isinstance(node, dict):
-        numbers = [k for k, v in node.items() if isinstance(v, int | float) and not isinstance(v, bool)]
-        example = f", e.g. '{name}.{numbers[0]}'" if numbers else ""
-        return f"'{name}' is a table in the scenario, not a driver: name one of its numbers{example}"
+        inside = [k for k in known if k.startswith(name + ".") or k.startswith(name + "[")]
+        what = f"name one of its numbers, e.g. '{inside[0]}'" if inside else "it holds no drivers"
+        return f"'{name}' is a table in the scenario, not a driver: {what}"
+    strs = [p for p in parts if isinstance(p, str)]
+    field = _field_of(".".join(strs))
+    if field is not None and field.static:
+        return (f"'{name}' is a static setting of the scenario (it fixes the simulation's shape and is not "
+                "differentiable), not a driver")
     kind = "a switch (true/false)" if isinstance(node, bool) else "a name or date" if isinstance(node, str) else None
     if kind is None:
         return None
@@ -319,7 +325,7 @@ def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | Non
         if not any(named(n, d) for n in known):
             import difflib
 
-            reason = not_a_driver(config or {}, d)
+            reason = not_a_driver(config or {}, d, known)
             if reason:
                 raise ConfigError(reason, key="--drivers")
             close = difflib.get_close_matches(d, sorted(known), n=1)

@@ -732,6 +732,17 @@ def test_unwritable_output_file_is_a_clean_error(tmp_path):
         check_output(tmp_path, kind="file")
     deep = tmp_path / "new" / "deeper" / "fit.toml"
     assert check_output(deep, kind="file") == deep
+    # a parent that cannot be searched makes stat itself raise (PermissionError): still one ConfigError
+    import pathlib
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pathlib.Path, "exists", denied)
+        for kind in ("dir", "file"):
+            with pytest.raises(ConfigError, match=r"cannot write in .*\(Permission denied\): choose another --out"):
+                check_output(deep, kind=kind)
     assert sorted(os.listdir(tmp_path)) == []  # the check creates nothing
 
 
