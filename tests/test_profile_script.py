@@ -66,3 +66,16 @@ def test_step_blocks_reach_the_compiled_program():
     seen = {b for ks in profile_run.kernel_blocks(hlo).values() for _, b in ks}
     missing = {"step: " + b for b in profile_run.BLOCKS if b not in profile_run._OUTSIDE} - seen
     assert not missing, f"blocks not found in the compiled step: {missing}"
+
+
+def test_xla_output_cost_prints_both_forms(capsys):
+    """scripts/xla_output_cost.py runs and prints a finite, positive cost for both forms (tiny sizes: a smoke test;
+    its figures are measurements, docs/PERFORMANCE.md)."""
+    import re
+
+    import xla_output_cost
+
+    assert xla_output_cost.main(["--paths", "256", "--outputs", "3", "--steps", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    costs = {m.group(1): float(m.group(2)) for m in re.finditer(r"(separate|stacked)\s+([\d.]+) ns", out)}
+    assert set(costs) == {"separate", "stacked"} and all(0 < c < 1e6 for c in costs.values()), out
