@@ -67,6 +67,20 @@ def prob_se(ind: np.ndarray) -> tuple[float, float]:
     return p, float(np.sqrt(p * (1 - p) / ind.size))
 
 
+def estimate(x: np.ndarray, kind: str, q: float = 0.0, level: float = 0.0) -> tuple[float, float]:
+    """(value, standard error) of a metric of kind "mean", "quantile" (at q), "es" (at q) or "prob" (x > level)
+    from per-path values x: the plain estimators a run reports, for every verb that reports a metric."""
+    if kind == "mean":
+        return mean_se(x)
+    if kind == "prob":
+        return prob_se(x > level)
+    if kind == "quantile":
+        return quantile_se(x, q)
+    if kind == "es":
+        return es_se(x, q)
+    raise ValueError(f"unknown kind of metric {kind!r}")
+
+
 def es_se(loss: np.ndarray, q: float) -> tuple[float, float]:
     z, a = _scaled(loss)
     var = float(np.quantile(z, q))
@@ -109,7 +123,10 @@ def summary_workers(n_paths: int) -> int:
 
 def summarize(per_path: dict[str, np.ndarray], level: float = 5.0,
               workers: int | None = None) -> dict[str, dict[str, float]]:
-    """Metric name -> {"value", "stderr"} for every reported statistic. Per-path values in float32 are
+    """Metric name -> {"value", "stderr"} for every statistic of the per-path metrics (`SimulationResult.metrics`):
+    means, standard deviations, tail quantiles, ES, and the probabilities that the 10y ends (or peaks) above
+    `level` percent (named `prob_y10_above_<level>pct`, a decimal point written as 'p'). A run's summary.json
+    adds the foreign holders' sales by holder (`_output.holder_sales`). Per-path values in float32 are
     summarized in float64 (one copy per metric in flight). The metrics are summarized in `workers` threads
     (None: `summary_workers`), with the same results as one."""
     out: dict[str, dict[str, float]] = {}

@@ -41,7 +41,7 @@ import optax
 
 from ._config import Params, Scenario, apply_override, load_scenario, parse_key, validate
 from ._errors import ConfigError
-from ._metrics import es_se, mean_se, prob_se, quantile_se, summarize
+from ._metrics import estimate, summarize
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
 from ._sensitivities import driver_leaves, driver_unit_scale, expand_names, metric_function, not_a_driver, parse_metric
 from ._simulate import BLOCK, _block_draws
@@ -378,15 +378,7 @@ def fresh_estimate(scenario: Scenario, metric: str, n_paths: int, seed: int, dty
     if metric in table:
         out = dict(table[metric])
     else:  # names summarize spells differently (prob_y10_above_5.5pct, y10_level_pct_mean, ..._q97)
-        x = per_path[spec.base]
-        if spec.kind == "mean":
-            v, se = mean_se(x)
-        elif spec.kind == "prob":
-            v, se = prob_se(x > spec.level)
-        elif spec.kind == "quantile":
-            v, se = quantile_se(x, spec.q)
-        else:
-            v, se = es_se(x, spec.q)
+        v, se = estimate(per_path[spec.base], spec.kind, spec.q, spec.level)
         out = {"value": v, "stderr": se}
     out["n_paths"] = int(ok.sum())
     out["seed"] = seed

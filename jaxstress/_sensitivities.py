@@ -29,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
 from ._errors import ConfigError
+from ._metrics import estimate
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
 from ._simulate import (
     BLOCK,
@@ -268,6 +269,12 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
 
 @dataclasses.dataclass
 class SensitivityResult:
+    """`value` and `stderr`: the metric's plain estimate on all the paths, as `run` reports it (its standard error
+    by the same estimator). `surrogate`: the mean over chunks of what is differentiated, the estimate with its
+    smoothing (a probability's sigmoid of `width`) and score term; equal to `value` for means and ES, the VaR
+    itself for quantiles. `gradients`: driver -> {"at", "value", "stderr" (across chunks), "unit", "scale",
+    "scaled"}."""
+
     metric: str
     value: float
     stderr: float
@@ -276,6 +283,8 @@ class SensitivityResult:
     n_chunks: int
     forward_s: float
     gradient_s: float
+    surrogate: float = float("nan")
+    width: float | None = None
 
 
 def not_a_driver(config: dict, name: str, known=()) -> str | None:
@@ -453,8 +462,8 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         out[display] = {"at": float(at), "value": gval,
                         "stderr": float(per.std(ddof=1) / np.sqrt(nc)) if nc > 1 else float("nan"),
                         "unit": unit, "scale": scale, "scaled": gval * scale}
-    est = np.asarray(est)
-    return SensitivityResult(metric=metric, value=float(est.mean()),
-                             stderr=float(est.std(ddof=1) / np.sqrt(nc)) if nc > 1 else float("nan"),
-                             gradients=out, n_paths=blocks * BLOCK, n_chunks=nc, forward_s=forward_s,
-                             gradient_s=gradient_s)
+    # the value as a run reports it (a quantile's chunks all share one VaR, so their spread says nothing of it)
+    value, stderr = estimate(vals.astype(np.float64), spec.kind, spec.q, spec.level)
+    return SensitivityResult(metric=metric, value=value, stderr=stderr, gradients=out, n_paths=blocks * BLOCK,
+                             n_chunks=nc, forward_s=forward_s, gradient_s=gradient_s,
+                             surrogate=float(np.mean(est)), width=width if spec.kind == "prob" else None)

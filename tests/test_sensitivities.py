@@ -154,6 +154,23 @@ def test_every_driver_is_named_with_unit_and_scale(results):
         assert g["scaled"] == pytest.approx(g["value"] * g["scale"])
 
 
+def test_value_is_the_plain_estimate_a_run_reports(scenario, results):
+    """`value` +- `stderr` is the metric's plain estimate (as `run` reports it); `surrogate` what is differentiated.
+    A quantile's chunks all share one VaR, so their spread was a standard error of 0; a probability's value was
+    the sigmoid-smoothed one, which moves with --width."""
+    mean = results["y10_change_bp_mean"]
+    assert mean.surrogate == pytest.approx(mean.value, rel=1e-9) and mean.width is None  # equal chunks: the same
+    q = sensitivities(scenario, "y10_change_bp_q95", PATHS, seed=SEED, chunk_size=CHUNK, drivers=["initial.r"])
+    assert q.stderr > 0 and q.surrogate == pytest.approx(q.value, rel=1e-9)  # the VaR itself
+    prob = {w: sensitivities(scenario, "prob_y10_above_4p5pct", PATHS, seed=SEED, chunk_size=CHUNK, width=w,
+                             drivers=["initial.r"]) for w in (0.05, 0.5)}
+    a, b = prob[0.05], prob[0.5]
+    assert a.value == b.value and a.stderr == b.stderr  # the plain probability: no width in it
+    assert (a.value * a.n_paths) == pytest.approx(round(a.value * a.n_paths), abs=1e-6)  # a count of paths
+    assert 0 < a.value < 1 and a.stderr == pytest.approx(np.sqrt(a.value * (1 - a.value) / a.n_paths))
+    assert (a.width, b.width) == (0.05, 0.5) and a.surrogate != b.surrogate  # the smoothed one moves with width
+
+
 def test_all_drivers_by_default(scenario):
     r = sensitivities(scenario, "y10_change_bp_mean", 2 * CHUNK, seed=SEED, chunk_size=CHUNK)
     names = set(r.gradients)
