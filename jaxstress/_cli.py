@@ -243,7 +243,7 @@ def cmd_run(args) -> int:
     if args.distributed:  # before any JAX computation
         from ._distributed import initialize
 
-        initialize()
+        initialize(announce=not args.quiet)
     import jax
 
     if args.float64:
@@ -282,7 +282,7 @@ def cmd_sensitivities(args) -> int:
     if args.distributed:  # before any JAX computation
         from ._distributed import initialize
 
-        initialize()
+        initialize(announce=not args.quiet)
     import jax
 
     if args.float64:
@@ -302,7 +302,8 @@ def cmd_sensitivities(args) -> int:
     if not lead:
         return 0
     ranked = sorted(res.gradients.items(), key=lambda kv: -abs(kv[1]["scaled"]))
-    doc = {"metric": res.metric, "value": res.value, "stderr": res.stderr, "scenario": scenario.name,
+    doc = {"metric": res.metric, "value": res.value, "stderr": res.stderr, "surrogate": res.surrogate,
+           **({"width": res.width} if res.width is not None else {}), "scenario": scenario.name,
            "config_hash": scenario.hash(), "seed": args.seed, "paths": res.n_paths, "chunks": res.n_chunks,
            "forward_s": round(res.forward_s, 3), "gradient_s": round(res.gradient_s, 3),
            "processes": jax.process_count(), "devices_per_process": devices or 1,
@@ -406,9 +407,12 @@ def cmd_compare(args) -> int:
         return format(v, fmt) if isinstance(v, int | float) else "?"
 
     width = max([22] + [len(lab) for lab in labels])
-    for lab, s in zip(labels, summaries):
+    books = [s["portfolio"].get("name", "?") if isinstance(s.get("portfolio"), dict) else "?" for s in summaries]
+    for lab, s, book in zip(labels, summaries, books):
         print(f"{lab}: {s.get('scenario', '?')}, {num(s.get('paths'), ',')} paths, seed {s.get('seed', '?')}, "
-              f"horizon {num(s.get('horizon_years'), '.3g')} y")
+              f"horizon {num(s.get('horizon_years'), '.3g')} y, portfolio {book}")
+    if len(set(books)) > 1:
+        print("note: the runs value different portfolios, so their portfolio_loss_* metrics are not of one book")
     print(f"{'metric':34s} " + " ".join(f"{lab:>{width}s}" for lab in labels) + "  unit")
     for k in keys:
         print(f"{k:34s} " + " ".join(f"{cell(s, k):>{width}s}" for s in summaries) + f"  {units[k]}")

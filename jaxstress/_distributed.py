@@ -19,6 +19,7 @@ Environment read by `initialize`:
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -28,9 +29,11 @@ ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 GATHER_BYTES = 256 * 2**20  # at most this much gathered output per all-gather call
 
 
-def initialize() -> tuple[int, int]:
+def initialize(announce: bool = True) -> tuple[int, int]:
     """Join the job (`jax.distributed.initialize`); call before any JAX computation. Returns (process index,
-    process count). Cross-process collectives on CPU use gloo."""
+    process count). Cross-process collectives on CPU use gloo. `announce`: say on stderr that this process is
+    waiting for the others (the join blocks until all have started, up to JAX's timeout of 5 minutes), so that a
+    job one of whose processes never started does not just hang in silence."""
     import jax
 
     env = {k: os.environ.get(k, "").strip() for k in ENV_VARS}
@@ -49,10 +52,13 @@ def initialize() -> tuple[int, int]:
                               f"'{env['JAX_NUM_PROCESSES']}' and '{env['JAX_PROCESS_ID']}'") from None
         if not 0 <= rank < n:
             raise ConfigError(f"--distributed: need 0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES, got {rank} and {n}")
+        if announce:
+            print(f"jaxstress: process {rank} of {n} joining the job at {env['JAX_COORDINATOR_ADDRESS']}; waiting "
+                  "for the others (up to 5 minutes)", file=sys.stderr, flush=True)
         jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"], num_processes=n,
                                    process_id=rank, cluster_detection_method="deactivate")
     else:
-        try:
+        try:  # under SLURM or Open MPI every process is started by the launcher: no announcement needed
             jax.distributed.initialize()
         except ValueError as e:  # nothing detected: no coordinator address, process count or id
             raise ConfigError(f"--distributed: no cluster detected ({e}); run under SLURM or Open MPI, or set "

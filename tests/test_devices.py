@@ -304,3 +304,31 @@ def test_two_processes_sensitivities_equal_one(tmp_path, sens_one_device):
     doc = json.loads((dist / "out" / "sensitivities.json").read_text())
     assert (doc["processes"], doc["devices_per_process"], doc["chunks"], doc["paths"]) == (2, 2, 10, SENS_PATHS)
     _assert_same_sensitivities(doc, sens_one_device, "two processes")
+
+
+def test_distributed_join_is_announced_unless_quiet(monkeypatch, capsys):
+    """A process of a job given by the environment says it is waiting for the others before it blocks in
+    jax.distributed.initialize (a job whose peer never starts used to wait in silence); --quiet keeps it quiet."""
+    from jaxstress import _distributed
+
+    joined = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: joined.append(kw))
+    monkeypatch.setattr(_distributed, "process_info", lambda: (1, 2))
+    for var, value in (("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1"), ("JAX_NUM_PROCESSES", "2"),
+                       ("JAX_PROCESS_ID", "1")):
+        monkeypatch.setenv(var, value)
+    opt = "jax_cpu_collectives_implementation"
+    before = jax.config.values.get(opt)
+    try:
+        assert _distributed.initialize() == (1, 2)
+    finally:
+        if opt in jax.config.values:  # initialize sets gloo: leave this process as it was
+            jax.config.update(opt, before)
+    err = capsys.readouterr().err
+    assert err == "jaxstress: process 1 of 2 joining the job at 127.0.0.1:1; waiting for the others (up to 5 minutes)\n"
+    assert joined[-1]["process_id"] == 1 and joined[-1]["num_processes"] == 2
+    try:
+        assert _distributed.initialize(announce=False) == (1, 2) and capsys.readouterr().err == ""
+    finally:
+        if opt in jax.config.values:
+            jax.config.update(opt, before)

@@ -107,6 +107,16 @@ def test_compare_prints_runs_side_by_side_and_draws(runs, tmp_path, capsys):
     assert sa["value"] != sb["value"]  # two seeds, two columns
     w, h, size = _png_size(out / "compare.png")
     assert w >= 800 and size > 20_000
+    book = json.loads((a / "summary.json").read_text())["portfolio"]["name"]
+    assert text.count(f"portfolio {book}") == 2 and "different portfolios" not in text  # one book: no note
+    # a run of another book (its summary edited: the note is about the names only) is flagged
+    other = tmp_path / "other"
+    other.mkdir()
+    s = json.loads((b / "summary.json").read_text())
+    s["portfolio"]["name"] = "another_book"
+    (other / "summary.json").write_text(json.dumps(s))
+    assert main(["compare", str(a), str(other), "--out", str(out)]) == 0
+    assert "value different portfolios" in capsys.readouterr().out
 
 
 def test_compare_rejects_missing_or_malformed_summary(runs, tmp_path, capsys):
