@@ -14,9 +14,11 @@ from ._errors import DataError as DataError
 from ._metrics import summarize as summarize
 from ._portfolio import Portfolio as Portfolio
 from ._portfolio import load_portfolio as load_portfolio
+from ._sensitivities import SensitivityResult as SensitivityResult
 from ._sensitivities import metric_function as metric_function
 from ._sensitivities import sensitivities as sensitivities
 from ._simulate import METRIC_NAMES as METRIC_NAMES
+from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate as simulate
 from ._simulate import simulate_draws as simulate_draws
 

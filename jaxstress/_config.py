@@ -657,7 +657,18 @@ class Scenario:
 
 def load_scenario(name_or_path: str = DEFAULT_SCENARIO, overrides=(), portfolio: str | None = None,
                   horizon: float | None = None, steps_per_year: int | None = None) -> Scenario:
-    """Read, override and validate a scenario; load its portfolio."""
+    """Read, override and validate a scenario; load its portfolio.
+
+    name_or_path: a shipped scenario's name (`shipped_scenarios()`) or a TOML file's path.
+    overrides: `--set` assignments, a sequence of "dotted.key=value" strings applied in order (TOML values:
+        "holders.japan.sell_rate=0.2", "regimes.generator[1][3]=30", 'scenario.name="x"').
+    portfolio: a shipped portfolio's name or a portfolio file's path, in place of the scenario's.
+    horizon, steps_per_year: in place of simulation.horizon (years) and simulation.steps_per_year.
+    Returns a validated Scenario (`.config`: the resolved dict; `.params()`: the differentiable parameters).
+    Raises ConfigError naming the file or override, the key, and what is expected."""
+    if isinstance(overrides, str | dict):
+        raise ConfigError(f"expected a sequence of \"dotted.key=value\" strings, got a "
+                          f"{type(overrides).__name__}", key="overrides")
     try:
         return _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year)
     except ConfigError as e:  # names and keys come from the user: keep each message on one line

@@ -777,6 +777,12 @@ def check_finite(metrics: np.ndarray, snaps: np.ndarray, variables, reports, nam
 
 @dataclasses.dataclass
 class SimulationResult:
+    """What `simulate` returns. `metrics`: per-path metric name (METRIC_NAMES: `y10_change_bp` in bp of the 10y
+    zero yield, `portfolio_loss` in $bn, ...; units by `_metrics.unit_of`) -> an array of n_paths values at the
+    horizon; `snapshots[r, v, p]`: variable `variables[v]` at step `reports[r]` for the first retained paths (the
+    reporting dates of the first 200,000 by default); `wall_s`, `compile_s`: seconds (`compile_s`: the first
+    chunk, compile included); `chunk_size`: paths a chunk."""
+
     scenario: Scenario
     params: Params
     seed: int

@@ -258,3 +258,11 @@ def test_set_of_a_generator_entry_moves_its_diagonal():
     explicit = [2.0, -40.0, 8.0, 30.0]
     assert load_scenario("april_2025", [f"regimes.generator[1]={explicit}"]).config["regimes"]["generator"][1] == \
         explicit
+
+
+@pytest.mark.parametrize("overrides", [{"holders.japan.sell_rate": 0.2}, "holders.japan.sell_rate=0.2"])
+def test_overrides_must_be_a_sequence_of_assignments(overrides):
+    """The Python API's overrides are "key=value" strings: a dict (or one bare string, iterated by character) is
+    refused with a message about the argument, not a --set message about its first key or character."""
+    with pytest.raises(ConfigError, match="key 'overrides': expected a sequence of \"dotted.key=value\" strings"):
+        load_scenario("april_2025", overrides)
