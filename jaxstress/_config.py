@@ -454,7 +454,8 @@ def validate(raw: dict, file: str | None = None, *, _edited: frozenset = frozens
     reg_tables = {k: v for k, v in raw["regimes"].items() if isinstance(v, dict)}
     for name in reg_tables:
         if name not in names:
-            hint = _closest(name, names, "regimes") if difflib.get_close_matches(name, names, n=1) else ""
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""  # the names are in the message already
             raise ConfigError(f"table [regimes.{name}] is not listed in regimes.names {names}{hint}; to add a "
                               "regime, list it in regimes.names and give regimes.generator a row and a column for it",
                               file=file, key=f"regimes.{name}")
@@ -807,7 +808,6 @@ def _rebalance_generator(raw: dict, keys: list[list]) -> None:
 def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) -> Scenario:
     layers = _read_layers(name_or_path)
     raw, file = _merge_layers(layers), layers[-1][1]
-    raw0 = copy.deepcopy(raw)  # the file alone, to tell its errors from those of the overrides
     before = {table: _entry_names(raw, table) for table in DYNAMIC_TABLES}
     parsed: list[tuple[str, list]] = []  # (how to name it in an error, its key's parts), in order
     for ov in overrides:
@@ -835,8 +835,8 @@ def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) 
         resolved = validate(raw, file, _edited=edited)
         _check_report_days(resolved, layers, parsed, file)
     except ConfigError as e:
-        try:
-            _check_report_days(validate(raw0, file), layers, [], file)
+        try:  # the file alone (its layers merged afresh: _merge copies, so the overrides left them as read)
+            _check_report_days(validate(_merge_layers(layers), file), layers, [], file)
             file_ok = True
         except ConfigError:
             file_ok = False
