@@ -108,7 +108,7 @@ def resolve_drivers(scenario: Scenario, names: Sequence[str], what: str = "--dri
         leaf = ".".join(p for p in parts if isinstance(p, str))
         index = tuple(p for p in parts if isinstance(p, int))
         strs = [p for p in parts if isinstance(p, str)]
-        if leaf == "portfolio.notional" or name == "portfolio" or name.startswith("portfolio."):
+        if name == "portfolio" or name.startswith("portfolio."):  # the notionals and anything else of the book
             raise ConfigError(f"driver '{name}': a reverse stress test moves the market's drivers, not the portfolio "
                               "it revalues; change the portfolio file (--portfolio) instead", key=what)
         if parts[:len(strs)] != strs or leaf not in leaves:
