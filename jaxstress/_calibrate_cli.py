@@ -201,7 +201,7 @@ def cmd_event(args) -> int:
     fit = fit_event(base, start, end, targets=targets, params_to_fit=params, n_paths=args.paths, steps=args.steps,
                     seed=args.seed, lr=args.lr, scale=scale, prior_weight=args.prior_weight, data_dir=args.data)
     print(fit.table())
-    write_fitted_config(args.base, fit, out, overrides=args.overrides)
+    write_fitted_config(args.base, fit, out, overrides=args.overrides, data_dir=args.data)
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -45,6 +45,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -527,14 +528,31 @@ def _plain(v):
     return v
 
 
+def regenerate_command(fit: EventFit, base: str, out_path, overrides: Sequence[str] = (), data_dir=None) -> str:
+    """The `jaxstress calibrate event` command line that makes `fit` again and writes it to `out_path`: every
+    setting of the fit spelled out (the fitted keys as `--params`), so that it does not depend on defaults."""
+    scale = "sd" if fit.scale_mode.startswith("simulated sd") else repr(float(fit.scale[fit.targets[0]]))
+    argv = ["jaxstress", "calibrate", "event", "--base", str(base), "--window", f"{fit.window.first}:{fit.window.last}",
+            "--targets", ",".join(fit.targets), "--params", ",".join(fit.fitted), "--paths", str(fit.n_paths),
+            "--steps", str(fit.steps), "--seed", str(fit.seed), "--lr", repr(float(fit.lr)), "--scale", scale,
+            "--prior-weight", repr(float(fit.prior_weight))]
+    for ov in overrides:
+        argv += ["--set", ov]
+    if data_dir is not None:
+        argv += ["--data", str(data_dir)]
+    return shlex.join(argv + ["--out", str(out_path)])
+
+
 def write_fitted_config(base_scenario_file_or_name: str, fitted: EventFit | Mapping[str, float], out_path,
                         window: str | Window | tuple | None = None, sources: str | None = None,
-                        method: str = "jaxstress calibrate event", overrides: Sequence[str] = ()) -> pathlib.Path:
+                        method: str = "jaxstress calibrate event", overrides: Sequence[str] = (),
+                        data_dir=None) -> pathlib.Path:
     """Write a TOML that extends the base scenario and overrides the fitted keys, each with a comment naming the
-    window, the data files and the method. `fitted` is an EventFit (window and sources are taken from it) or a
-    mapping of dotted keys to values; `overrides` are the `--set key=value` applied to the base when fitting
-    (written too, so the file reproduces the fitted model). Written atomically and validated before it replaces
-    anything."""
+    window, the data files and the method. `fitted` is an EventFit (window and sources are taken from it; the
+    header then gives the command that makes the file again, `regenerate_command`) or a mapping of dotted keys to
+    values; `overrides` are the `--set key=value` applied to the base when fitting (written too, so the file
+    reproduces the fitted model); `data_dir` the `--data` folder of the fit, if not the package's. Written
+    atomically and validated before it replaces anything."""
     out_path = pathlib.Path(out_path)
     header: list[str] = []
     if isinstance(fitted, EventFit):
@@ -550,7 +568,8 @@ def write_fitted_config(base_scenario_file_or_name: str, fitted: EventFit | Mapp
         for t in fit.targets:
             header.append(f"  {t:13s} {fit.observed[t]:7.1f} / {fit.before[t]['mean']:7.1f} / "
                           f"{fit.after[t]['mean']:7.1f}")
-        header.append("Regenerate: see scripts/calibrate_event.py.")
+        header.append("Regenerate: " + regenerate_command(fit, base_scenario_file_or_name, out_path, overrides,
+                                                            data_dir))
     else:
         fit = None
         values = {k: float(v) for k, v in fitted.items()}

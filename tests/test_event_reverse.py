@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import sys
+import types
 
 import numpy as np
 import pytest
 
 from jaxstress._calibrate_cli import add_parsers, parse_target, parse_window
 from jaxstress._cli import _Parser
-from jaxstress._config import load_scenario
+from jaxstress._config import configs_dir, load_scenario
 from jaxstress._errors import ConfigError
 from jaxstress._event import (
     TARGETS,
     event_window,
     fit_event,
     observed_changes,
+    regenerate_command,
     simulated_changes,
     write_fitted_config,
 )
@@ -121,6 +125,59 @@ def test_write_fitted_config_indexed_and_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.toml"]
 
 
+def parse_regenerate(text: str):
+    """The parsed arguments of a fitted file's '# Regenerate: jaxstress calibrate event ...' header line."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("# Regenerate: ")]
+    assert len(lines) == 1, lines
+    argv = shlex.split(lines[0].removeprefix("# Regenerate: "))
+    assert argv[:3] == ["jaxstress", "calibrate", "event"]
+    parser = _Parser(prog="jaxstress")
+    add_parsers(parser.add_subparsers(dest="command", parser_class=_Parser))
+    return parser.parse_args(argv[1:])
+
+
+def fitted_keys(text: str) -> list[str]:
+    """The dotted keys a fitted file sets with a 'fit to ...' comment, in file order."""
+    section, keys = None, []
+    for line in text.splitlines():
+        if m := re.match(r"\[(.+)\]", line):
+            section = m.group(1)
+        elif m := re.match(r"(\w+(?:\[\d+\])*)\s*=.*# fit to ", line):
+            keys.append(f"{section}.{m.group(1)}")
+    return keys
+
+
+def test_regenerate_command_parses_back_to_every_setting_of_the_fit(tmp_path):
+    fit = types.SimpleNamespace(
+        window=types.SimpleNamespace(first="2025-04-02", last="2025-04-11"), targets=("y10", "term_premium"),
+        fitted={TAU: 0.003, "regimes.generator[1][3]": 20.0}, n_paths=512, steps=7, seed=3, lr=0.0123,
+        scale_mode="12.5bp", scale={"y10": 12.5, "term_premium": 12.5}, prior_weight=0.25)
+    out = tmp_path / "my fit.toml"
+    cmd = regenerate_command(fit, "april_2025_prior", out, ['scenario.description="a b"'], data_dir=tmp_path)
+    a = parse_regenerate("# Regenerate: " + cmd)
+    assert (a.base, a.window, a.targets, a.params) == ("april_2025_prior", "2025-04-02:2025-04-11",
+                                                       "y10,term_premium", f"{TAU},regimes.generator[1][3]")
+    assert (a.paths, a.steps, a.seed, a.lr, a.scale, a.prior_weight) == (512, 7, 3, 0.0123, "12.5", 0.25)
+    assert (a.overrides, a.data, a.out) == (['scenario.description="a b"'], str(tmp_path), str(out))
+    fit.scale_mode = "simulated sd at the start (held fixed)"
+    assert parse_regenerate("# Regenerate: " + regenerate_command(fit, "x", out)).scale == "sd"
+
+
+@pytest.mark.parametrize("name", ["april_2025", "march_2020"])
+def test_shipped_fits_say_the_command_that_fitted_them(name):
+    text = (configs_dir() / f"{name}.toml").read_text()
+    a = parse_regenerate(text)
+    assert f'extends = "{a.base}"' in text and a.out == f"{name}.toml"
+    assert sorted(a.params.split(",")) == sorted(fitted_keys(text)) != []
+    header = text.split("extends")[0]
+    assert f"{a.paths} paths, seed {a.seed}, {a.steps} Adam steps (lr {a.lr:g})" in header
+    assert f"scale {float(a.scale):g}bp, prior weight {a.prior_weight:g}" in header
+    assert f"targets {a.targets.replace(',', ', ')}," in header
+    assert a.window.replace(":", "..") in header
+    (desc,) = a.overrides
+    assert load_scenario(name).config["scenario"]["description"] == json.loads(desc.split("=", 1)[1])
+
+
 # ------------------------------------------------------------------------------------------------ event fits
 
 
@@ -201,6 +258,11 @@ def test_event_cli_writes_a_valid_scenario(april_fit, tmp_path, capsys):
     assert "observed" in text and "before" in text and "after" in text and "term_premium" in text
     cfg = load_scenario(str(out)).config
     assert cfg["regimes"]["tariff_shock"]["jump_tau_mean"] > 0.0008
+    a = parse_regenerate(out.read_text())  # the file says how to make it again, as typed and with the defaults
+    assert (a.base, a.window, a.out, a.paths, a.steps, a.targets) == ("april_2025_prior", "2025-04-02:2025-04-11",
+                                                                      str(out), PATHS, 20, "y10,term_premium")
+    assert (a.seed, a.lr, a.scale, a.prior_weight, a.overrides, a.data) == (0, 0.05, "10.0", 1.0, [], None)
+    assert sorted(a.params.split(",")) == sorted(fitted_keys(out.read_text()))
 
 
 # ------------------------------------------------------------------------------------------------ reverse
