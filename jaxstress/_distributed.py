@@ -18,6 +18,8 @@ Environment read by `initialize`:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 
@@ -73,17 +75,36 @@ def process_info() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
+def fingerprint(*parts) -> int:
+    """A 28-bit number that two processes compute alike exactly when they pass equal parts (up to a hash
+    collision): what `check_same` compares of things that are not numbers, such as the resolved scenario."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:7], 16)
+
+
+HEX = ("scenario",)  # values of check_same that are fingerprints, shown in hex
+
+
 def check_same(what: str, values: dict[str, int]) -> None:
-    """Raise ValueError on every process unless all processes pass the same values (e.g. the chunk geometry, which
-    depends on the local device count), instead of hanging in a gather of mismatched shapes."""
+    """Raise a ConfigError on every process unless all processes pass the same values, instead of merging
+    results of different jobs or hanging in a gather of mismatched shapes: the chunk geometry (which depends on
+    the local device count), and the `fingerprint` of the scenario and settings, so that processes given
+    different --set, files or precision do not merge their results in silence."""
     from jax.experimental.multihost_utils import process_allgather
 
     mine = np.asarray([v % 2**31 for v in values.values()], np.int32)
     everyone = np.asarray(process_allgather(mine))  # (processes, len(values))
     if (everyone != mine).any():
-        rows = "; ".join(f"process {p}: " + ", ".join(f"{k}={v}" for k, v in zip(values, row))
+        def show(k, v):
+            return f"{k}={v:07x}" if k in HEX else f"{k}={v}"
+
+        rows = "; ".join(f"process {p}: " + ", ".join(show(k, v) for k, v in zip(values, row))
                          for p, row in enumerate(everyone.tolist()))
-        raise ValueError(f"the processes disagree on {what} ({rows}); give them the same arguments and --devices")
+        differ = [k for i, k in enumerate(values) if (everyone[:, i] != mine[i]).any()]
+        hint = (" (the scenario: the resolved config and portfolio, its --set and precision, and what is computed)"
+                if "scenario" in differ else "")
+        raise ConfigError(f"the processes disagree on {what}: {', '.join(differ)}{hint} ({rows}); give every "
+                          "process the same scenario, arguments and --devices")
 
 
 def gather_chunks(local: list[np.ndarray], n_chunks: int, shape: tuple[int, ...], dtype) -> list[np.ndarray]:

@@ -376,9 +376,12 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
     mine = list(range(rank, n_chunks, n_proc))
     if n_proc > 1:
-        from ._distributed import check_same, gather_chunks
+        from ._distributed import check_same, fingerprint, gather_chunks
 
-        check_same("the sensitivities", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths})
+        what = fingerprint(scenario.hash(), str(params.values["curve.k"].dtype), metric, [n for n, _, _ in names],
+                           width)
+        check_same("the sensitivities", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths,
+                                         "scenario": what})
     n_dev = max(1, min(devices or 1, len(mine)))
     if n_dev > 1:
         mesh = paths_mesh(n_dev)

@@ -912,9 +912,10 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     chunk_paths = chunk_blocks * BLOCK
     n_chunks = -(-blocks_total // chunk_blocks)
     if n_proc > 1:
-        from ._distributed import check_same, gather_chunks
+        from ._distributed import check_same, fingerprint, gather_chunks
 
-        check_same("the run", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths, "retain": retain})
+        check_same("the run", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths, "retain": retain,
+                               "scenario": fingerprint(scenario.hash(), str(params.values["curve.k"].dtype))})
 
     def take(c):  # paths of chunk c that are kept, and those whose snapshots are retained
         return min(chunk_paths, n_paths - c * chunk_paths)

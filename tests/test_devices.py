@@ -26,7 +26,7 @@ import pytest
 from _same import assert_same_results
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxstress import load_scenario, simulate
+from jaxstress import ConfigError, load_scenario, simulate
 from jaxstress._cli import main
 from jaxstress._metrics import summarize
 from jaxstress._simulate import BLOCK, METRIC_NAMES, PATHS_AXIS, PRNG_IMPL, paths_mesh, report_steps, simulate_blocks
@@ -243,10 +243,12 @@ _GLOO_LOG = re.compile(r"\[Gloo\] Rank | is connected to | peer ranks\. Expected
                        r"|\d+|\s")
 
 
-def _run_processes(args: list[str], dist, single: list[str] | None = None, timeout: float = 240):
+def _run_processes(args: list[str], dist, single: list[str] | None = None, timeout: float = 240,
+                   rank_args: dict[int, list[str]] | None = None, expect_rc: int = 0):
     """`args` as two processes of a `--distributed` job on loopback (working directory `dist`, which must be left
     with their output alone), and `single` (if given) as a one-process run beside them; each must exit 0 and
-    print nothing under --quiet but gloo's logs."""
+    print nothing under --quiet but gloo's logs. `rank_args`: arguments added for one process; with `expect_rc`
+    the job's processes must exit with that code instead; returns their stderr."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROC"))}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={N_DEV}")
@@ -255,7 +257,8 @@ def _run_processes(args: list[str], dist, single: list[str] | None = None, timeo
     for rank in range(2):
         penv = dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
                     JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
-        procs.append(subprocess.Popen(args + ["--distributed"], env=penv, cwd=dist, **popen))
+        procs.append(subprocess.Popen(args + (rank_args or {}).get(rank, []) + ["--distributed"], env=penv, cwd=dist,
+                                      **popen))
     try:
         outputs = [p.communicate(timeout=timeout) for p in procs]
     finally:
@@ -263,9 +266,11 @@ def _run_processes(args: list[str], dist, single: list[str] | None = None, timeo
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    job = procs[len(procs) - 2:]
     for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == (expect_rc if p in job else 0), err[-3000:]
         assert not _GLOO_LOG.sub("", out), out  # --quiet: nothing on stdout but gloo's logs
+    return [err for p, (_, err) in zip(procs, outputs) if p in job]
 
 
 @pytest.mark.slow
@@ -287,6 +292,45 @@ def test_two_processes_equal_one(tmp_path):
         assert sorted(x.files) == sorted(y.files)
         for k in x.files:
             np.testing.assert_array_equal(y[k], x[k], err_msg=k)
+
+
+def test_check_same_names_what_differs(monkeypatch):
+    """check_same's message names the values the processes disagree on, fingerprints in hex; agreeing processes
+    pass; a fingerprint is the same for equal parts and differs for others."""
+    from jax.experimental import multihost_utils
+
+    from jaxstress._distributed import check_same, fingerprint
+
+    fp = fingerprint("b5e3c753", "float32", "var99_loss", ["a", "b"], 0.05)
+    assert fp == fingerprint("b5e3c753", "float32", "var99_loss", ["a", "b"], 0.05) < 2**28
+    assert fp != fingerprint("b5e3c753", "float32", "var99_loss", ["a", "b"], 0.5)
+    mine = {"paths": 4096, "seed": 3, "scenario": fp}
+    other = [4096, 3, fingerprint("other")]
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.stack([x, x]))
+    check_same("the run", mine)
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.stack([x, np.asarray(other, np.int32)]))
+    with pytest.raises(ConfigError, match=rf"disagree on the run: scenario \(the scenario: .*process 0: paths=4096, "
+                                          rf"seed=3, scenario={fp:07x}; process 1: .*scenario={other[2]:07x}\)"):
+        check_same("the run", mine)
+    other[1] = 4
+    with pytest.raises(ConfigError, match=r"disagree on the sensitivities: seed, scenario \("):
+        check_same("the sensitivities", mine)
+
+
+@pytest.mark.slow
+def test_processes_given_different_scenarios_refuse_to_merge(tmp_path):
+    """Two processes of one job whose scenarios differ (here one --set) stop with one line naming what differs,
+    before any simulation, instead of merging the chunks of two models; nothing is written."""
+    args = [sys.executable, "-m", "jaxstress", "run", SCENARIO, "--paths", "512", "--horizon", "0.1",
+            "--chunk-size", "256", "--quiet", "--no-plots", "--out", str(tmp_path / "dist" / "out")]
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    errs = _run_processes(args, dist, rank_args={1: ["--set", "fed.threshold=1.0"]}, expect_rc=2, timeout=120)
+    for err in errs:
+        (line,) = [ln for ln in err.splitlines() if ln.startswith("jaxstress: error:")]
+        assert "the processes disagree on the run: scenario (the scenario: the resolved config" in line, err
+        assert "give every process the same scenario" in line
+    assert list(dist.iterdir()) == []
 
 
 @pytest.mark.slow
