@@ -675,7 +675,7 @@ def _run_blocks(params: Params, key: jax.Array, block_ids: jax.Array, reports: t
 
 @eqx.filter_jit
 def simulate_blocks(params: Params, key: jax.Array, block_ids: jax.Array, reports: tuple[int, ...],
-                    mesh: Mesh | None = None):
+                    mesh: Mesh | None = None, snap_paths: int | None = None):
     """Simulate the blocks listed in `block_ids` (BLOCK paths each, in that order); n_blocks is its static shape.
 
     Returns metrics (len(METRIC_NAMES), paths) and snapshots (reports, variables, paths). With a `mesh` (one axis,
@@ -684,15 +684,18 @@ def simulate_blocks(params: Params, key: jax.Array, block_ids: jax.Array, report
     `NamedSharding(mesh, PartitionSpec("paths"))` to avoid a transfer), with no communication, and the outputs
     come back sharded along paths. Plain GSPMD propagation from a sharded `block_ids` does not do this: the
     flattening in `_block_draws` makes XLA all-gather the counters and run every path on every device.
+    `snap_paths` (static; None: all): each device observes the reporting dates of the first snap_paths paths of
+    its share only (the others at the horizon, as `simulate_chunk`'s), so the snapshots are (reports, variables,
+    devices x snap_paths), device by device; `chunk_snapshots` turns them into the chunk's first paths.
     """
     if mesh is None or mesh.size == 1:
-        return _run_blocks(params, key, block_ids, reports)
+        return _run_blocks(params, key, block_ids, reports, snap_paths)
     if block_ids.shape[0] % mesh.size:
         raise ValueError(f"{block_ids.shape[0]} blocks do not split evenly over {mesh.size} devices")
     dynamic, static = eqx.partition(params, eqx.is_array)
 
     def local(dynamic, key, ids):
-        return _run_blocks(eqx.combine(dynamic, static), key, ids, reports)
+        return _run_blocks(eqx.combine(dynamic, static), key, ids, reports, snap_paths)
 
     spec = PartitionSpec(PATHS_AXIS)
     return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(), spec),
@@ -713,6 +716,22 @@ def snapshot_paths(chunk: int, chunk_paths: int, n_paths: int, retain: int) -> i
     """How many paths of chunk `chunk` (of `chunk_paths`, in a run of n_paths) have their reporting dates kept
     when the run keeps those of its first `retain` paths: the chunk's `snap_paths`."""
     return max(0, min(chunk_paths, n_paths - chunk * chunk_paths, retain - chunk * chunk_paths))
+
+
+def device_snapshot_paths(keep: int, chunk_paths: int, n_dev: int) -> int | None:
+    """`simulate_blocks`' snap_paths for a chunk of chunk_paths over n_dev devices whose first `keep` paths have
+    their reporting dates kept: every device observes as many paths as the first needs (one compiled program
+    serves them all); None (all: the same compiled program as without the argument) where the kept paths reach
+    past the first device's share."""
+    return keep if keep < chunk_paths // n_dev else None
+
+
+def chunk_snapshots(snaps: np.ndarray, chunk_paths: int, n_dev: int) -> np.ndarray:
+    """The snapshots of a chunk's first paths, in path order, from `simulate_blocks`' (reports, variables,
+    n_dev x k) of `device_snapshot_paths` k: all of the chunk's paths where k is a whole share, else the first
+    device's k (the others observed paths that are not kept)."""
+    k = snaps.shape[2] // n_dev
+    return snaps if k == chunk_paths // n_dev else snaps[:, :, :k]
 
 
 def paths_mesh(devices: int | None = None) -> Mesh:
@@ -904,10 +923,11 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
         params_m, key_m = replicate(mesh, params, key)
         ids_sharding = NamedSharding(mesh, PartitionSpec(PATHS_AXIS))
 
-        def run_chunk(c: int):
+        def run_chunk(c: int):  # each device observes the reporting dates of as many paths as are kept
             first = c * chunk_blocks
             ids = jax.device_put(np.arange(first, first + chunk_blocks, dtype=np.uint32), ids_sharding)
-            return simulate_blocks(params_m, key_m, ids, reports, mesh)
+            return simulate_blocks(params_m, key_m, ids, reports, mesh,
+                                   device_snapshot_paths(keep(c), chunk_blocks * BLOCK, n_dev))
 
     chunk_paths = chunk_blocks * BLOCK
     n_chunks = -(-blocks_total // chunk_blocks)
@@ -946,15 +966,16 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     def collect(c, m, sn):
         nonlocal done
         m = np.asarray(m)
+        if keep(c):
+            sn = np.asarray(sn) if n_dev == 1 else chunk_snapshots(np.asarray(sn), chunk_paths, n_dev)
         if n_proc > 1:  # whole chunks in the simulation dtype, for the gather
             metric_parts.append(m)
             if keep(c):  # padded to the chunk's width (its paths past keep(c) were not observed)
-                sn = np.asarray(sn)
                 snap_parts.append(np.pad(sn, ((0, 0), (0, 0), (0, chunk_paths - sn.shape[2]))))
         else:
             place_metrics(c, m)
             if keep(c):
-                place_snaps(c, np.asarray(sn))
+                place_snaps(c, sn)
         done += take(c)
         if progress is not None:
             progress(done, total)

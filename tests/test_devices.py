@@ -66,6 +66,42 @@ def test_sharded_run_equals_one_device(x64, scenario, one_device):
     assert_same_results(res, one_device)
 
 
+@pytest.mark.parametrize("retain", [100, 1500])
+def test_sharded_run_observes_the_kept_paths_only(x64, scenario, one_device, retain, monkeypatch):
+    """With fewer kept paths than a device's share of a chunk (retain 100 of 256 a device), each device observes
+    the reporting dates of only that many paths, and chunks past them the horizon only; with more (1500: a whole
+    chunk, then 476 of the next) every path of a chunk is observed. Either way the result is the one-device
+    run's, its snapshots those of the first `retain` paths."""
+    from jaxstress import _simulate
+
+    observed = []  # each chunk's paths observed at the reporting dates, per device
+
+    def spy(*args):
+        observed.append(args[5])
+        return simulate_blocks(*args)
+
+    monkeypatch.setattr(_simulate, "simulate_blocks", spy)
+    res = simulate(scenario, PATHS, seed=SEED, chunk_size=256, dtype=jnp.float64, devices=N_DEV, retain=retain)
+    assert observed == ([100, 0] if retain == 100 else [None, None])
+    assert res.snapshots.shape[2] == retain
+    np.testing.assert_allclose(res.snapshots, one_device.snapshots[:, :, :retain], rtol=1e-6, atol=1e-9)
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(res.metrics[name], one_device.metrics[name], rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_device_snapshot_paths_and_their_order():
+    """Each device observes as many paths as the first device needs; the chunk's first paths come from the first
+    device's block, or from all blocks in order when every path is observed."""
+    from jaxstress._simulate import chunk_snapshots, device_snapshot_paths
+
+    assert [device_snapshot_paths(k, 1024, 4) for k in (0, 100, 255, 256, 700, 1024)] == [0, 100, 255, None, None,
+                                                                                            None]
+    paths = np.arange(1024.0)[None, None, :]  # a chunk's path numbers as its "snapshots"
+    first_100 = np.concatenate([paths[:, :, d * 256:d * 256 + 100] for d in range(4)], axis=2)  # device by device
+    np.testing.assert_array_equal(chunk_snapshots(first_100, 1024, 4), paths[:, :, :100])
+    np.testing.assert_array_equal(chunk_snapshots(paths, 1024, 4), paths)
+
+
 def test_blocks_are_sharded_along_paths(x64, scenario, one_device):
     """Each device computes its own quarter of the paths (no replicated work), in block order."""
     mesh = paths_mesh(N_DEV)
