@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="timed runs of the forward and the gradient, alternated; the best of each is reported "
                          "(default 5)")
     bn.add_argument("--float64", action="store_true", help="benchmark float64")
+    bn.add_argument("--devices", type=_devices, metavar="all|N",
+                    help="run on the local devices as run and sensitivities do with --devices: the forward's "
+                         "chunks sharded over them (--chunk-size the whole chunk), the gradient's a chunk a device "
+                         "(--grad-chunk-size per device); 'all' or a count (default: one)")
     bn.add_argument("--json", action="store_true", help="print one JSON object")
 
     from ._calibrate_cli import add_parsers
@@ -337,7 +341,7 @@ def cmd_bench(args) -> int:
     spy = probe.config["simulation"]["steps_per_year"]
     scenario = load_scenario(args.scenario, horizon=args.steps / spy) if args.steps else probe
     r = bench(scenario, args.paths, chunk_size=args.chunk_size, grad_chunk_size=args.grad_chunk_size,
-              grad=not args.no_grad, retain=args.retain, repeats=args.repeats)
+              grad=not args.no_grad, retain=args.retain, repeats=args.repeats, devices=_local_devices(args.devices))
     print(json.dumps(r) if args.json else format_bench(r))
     return 0
 

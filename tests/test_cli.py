@@ -144,3 +144,24 @@ def test_bench_json(capsys):
     table = format_bench(r)  # the table form of the same figures
     assert f"{r['grad_over_forward']:.2f} x" in table
     assert ", ".join(f"{x:.2f}" for x in r["grad_over_forward_rounds"]) in table
+
+
+def test_bench_json_on_devices(capsys):
+    """`bench --devices 2` on two of the session's four CPU devices: forward chunks of 2 blocks sharded one a
+    device (--chunk-size 256 rounded up to a block a device), the first chunk keeping the dates of 100 paths, the
+    second none; gradient chunks of 256 paths a device, 3 chunks in two groups of 2 (the last repeats its chunk,
+    and the repeat counts in the paths computed)."""
+    argv = ["bench", "april_2025", "--paths", "700", "--steps", "5", "--chunk-size", "256", "--grad-chunk-size",
+            "256", "--retain", "100", "--repeats", "1", "--devices", "2", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["n_devices"], r["local_devices"], r["paths"], r["chunk_size"], r["snapshot_paths"]) == \
+        (2, 4, 1024, 512, 100)
+    assert (r["grad_paths"], r["grad_chunk_size"]) == (1024, 256)
+    for key in ("path_steps_per_s", "grad_over_forward", "compile_s", "grad_compile_s"):
+        assert np.isfinite(r[key]) and r[key] > 0, key
+    from jaxstress._bench import format_bench
+
+    assert f"on 2 devices ({r['device']}, ...)" in format_bench(r)
+    assert main(argv[:-3] + ["--devices", "5", "--json"]) == 2
+    assert "--devices 5: this process has 4 cpu device(s)" in capsys.readouterr().err
