@@ -226,8 +226,11 @@ def _holder_sales(prep: Prep, i: int, held, foreign_selling, rise, fall, t):
     rates = (1.0 - h["fima_share"]) * dt
     intensity = h["sell_rate"] * foreign_selling + h["procyclical_rates"] * rise + h["procyclical_dollar"] * fall
     years = h["program_months"] / 12.0
-    in_program = (t >= h["program_start"]) & (t < h["program_start"] + years)
-    desired = rates * intensity * held + jnp.where(in_program, h["program_total"] / years * dt, 0.0)
+    # the program sells at total / years over the part of the step inside its window [start, start + years): its
+    # total whatever the window's alignment with the steps (a whole step's sale for any overlap sold 43bn of a 30bn
+    # program of 2.1 steps); exactly dt inside the window (t is a scalar: a few operations a step, not a path)
+    inside = dt - jnp.maximum(h["program_start"] - t, 0.0) - jnp.maximum(t + dt - (h["program_start"] + years), 0.0)
+    desired = rates * intensity * held + h["program_total"] / years * jnp.clip(inside, 0.0, dt)
     return held * one_minus_exp_neg(desired / (held + 1e-9))
 
 

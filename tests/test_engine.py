@@ -336,15 +336,19 @@ def test_no_shocks_no_moves():
 # mechanisms
 
 
-def test_liquidation_program_sells_its_total():
-    """$600bn over one month from a holder with $5.9tn, nothing else moving: the schedule runs one month of
-    steps and sells its total."""
-    res = cached_run(QUIET + ("holders.other.program_total=600.0", "holders.other.program_months=1.0"))
+@pytest.mark.parametrize("months, start", [(1.0, 0.0), (1.1, 0.0), (1.0, 0.5 / 252)])
+def test_liquidation_program_sells_its_total(months, start):
+    """$600bn over one month from a holder with $5.9tn, nothing else moving: the schedule sells its total over
+    its window, also where the window does not begin or end on a step (1.1 months = 23.1 steps; a start half a
+    step in), whose steps sell the part of a step inside it."""
+    res = cached_run(QUIET + ("holders.other.program_total=600.0", f"holders.other.program_months={months!r}",
+                              f"holders.other.program_start={start!r}"))
     sales = res.metrics["foreign_sales_bn"]
-    # each step sells h (1 - exp(-d/h)) >= d (1 - d / 2h) for the scheduled d = 600 / 21: at most 1.6bn short
+    # each step sells h (1 - exp(-d/h)) >= d (1 - d / 2h) for the scheduled d <= 600 / 21: at most 1.6bn short
     assert np.all(sales <= 600.0 + 1e-9) and np.all(sales >= 600.0 * (1 - 600.0 / 21 / (2 * 5300.0)))
-    j = res.reports.index(21)  # one month of business days: the program has ended
-    np.testing.assert_allclose(values(res, "foreign_sales_cum", j), sales, rtol=1e-12)
+    last = start * 252 + months * 21  # the step in which the window ends
+    j = min(r for r in res.reports if r >= last)  # the first report after: the program has ended
+    np.testing.assert_allclose(values(res, "foreign_sales_cum", res.reports.index(j)), sales, rtol=1e-12)
     assert np.all(values(res, "foreign_sales_cum", res.reports.index(10)) < 0.6 * sales)
 
 

@@ -34,9 +34,9 @@ from jaxstress._model import State, next_regime, prepare, step  # noqa: E402
 
 N_STEPS = 5
 N_PATHS = 9
-# Liquidation programs (april_2025 has none): china's runs over the first steps only (0.1 month = 2.1 steps: on at
-# t = 0, 1, 2 dt, off from 3 dt), the uk's starts at t = 0.01 (on from step 3); the uk also sells at a regime rate,
-# half replaced by FIMA repo.
+# Liquidation programs (april_2025 has none): china's runs over the first steps only (0.1 month = 2.1 steps: steps
+# 0 and 1 whole, a tenth of step 2), the uk's starts at t = 0.01 (inside step 2, then every step); the uk also sells
+# at a regime rate, half replaced by FIMA repo.
 OVERRIDES = (
     "holders.china.program_total=30.0", "holders.china.program_start=0.0", "holders.china.program_months=0.1",
     "holders.uk.program_total=120.0", "holders.uk.program_start=0.01", "holders.uk.program_months=1.0",
@@ -195,9 +195,11 @@ def ref_step(ref, t, s, normal, uniform):
            + ref.holder("procyclical_rates")[:, None] * rise + ref.holder("procyclical_dollar")[:, None] * fall)
     years = ref.holder("program_months") / 12.0
     start = ref.holder("program_start")
-    running = (t >= start) & (t < start + years)
+    # the length of the step's overlap with the program's window [start, start + years)
+    inside = np.maximum(np.minimum(t + dt, start + years) - np.maximum(t, start), 0.0)
+    running = inside > 0
     desired = ((1.0 - ref.holder("fima_share"))[:, None] * lam * H * dt
-               + np.where(running, ref.holder("program_total") / years * dt, 0.0)[:, None])
+               + (ref.holder("program_total") / years * inside)[:, None])
     sales = H * (1.0 - np.exp(-desired / (H + 1e-9)))
     foreign = sales.sum(axis=0)
 
@@ -270,7 +272,7 @@ def ref_step(ref, t, s, normal, uniform):
         forced_sales=s["forced_sales"] + forced, volfund_sales=s["volfund_sales"] + vol_sales,
         max_y10=np.maximum(s["max_y10"], y10_new),
     )
-    diag = dict(forced=forced, relever=relever, fed_buy=fed_buy, sales=sales, running=running, hit=hit,
+    diag = dict(forced=forced, relever=relever, fed_buy=fed_buy, sales=sales, running=running, inside=inside, hit=hit,
                 jump_p=pj, haircut=h, vol_sales=vol_sales, D=D, F=F)
     return finish(ref, new), diag
 
@@ -473,11 +475,12 @@ def test_every_mechanism_is_active(runs):
     # jumps fire on some path-steps and not on others where their probability is positive
     possible = stacked("jump_p") > 0
     assert np.any(hit & possible) and np.any(~hit & possible)
-    # programs: china's runs in steps 0-2 only, the uk's from step 3
-    running = stacked("running")  # (steps, holders)
+    # programs: china's 0.1 month (2.1 steps) in steps 0, 1 and a tenth of step 2, whole: the uk's from t = 0.01,
+    # 0.48 of step 2 (its window starts inside the step), then whole steps
+    inside = stacked("inside") / ref.dt  # (steps, holders), the share of each step inside the window
     holders = list(ref.holders)
-    assert running[:, holders.index("china")].tolist() == [True, True, True, False, False]
-    assert running[:, holders.index("uk")].tolist() == [False, False, False, True, True]
+    np.testing.assert_allclose(inside[:, holders.index("china")], [1, 1, 0.1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(inside[:, holders.index("uk")], [0, 0, 3 - 0.01 * 252, 1, 1], atol=1e-12)
     # regimes: the targets were reached, every regime was the current one on some path, and most steps switch
     regimes = np.stack([s["regime"] for s in refs])  # (steps + 1, paths)
     assert regimes[1:].T.tolist() == REGIME_PATHS
