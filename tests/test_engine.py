@@ -352,6 +352,31 @@ def test_liquidation_program_sells_its_total(months, start):
     assert np.all(values(res, "foreign_sales_cum", res.reports.index(10)) < 0.6 * sales)
 
 
+def test_program_start_gradient_matches_a_central_difference():
+    """A 2-year program starting in the middle of step 25 (t = 25.5 / 252) sells over the rest of the quarter:
+    moving its start moves the part of the step inside the window, so the sales have a derivative with respect to
+    program_start, about -600 / 2 a year (a holder with $5.3tn sells d (1 - d / 2h) of d), which autodiff and a
+    central difference within the step agree on (nothing random moves: QUIET)."""
+    from jaxstress import metric_function
+
+    scenario = load_scenario(SCENARIO, overrides=list(QUIET) + [
+        "holders.other.program_total=600.0", "holders.other.program_months=24.0",
+        "holders.other.program_start=0.0"], horizon=HORIZON)
+    params = scenario.params()
+
+    def sold(start):
+        values = dict(params.values, **{"holders.other.program_start": start})
+        return metric_function(eqx.tree_at(lambda q: q.values, params, values), "foreign_sales_bn_mean", BLOCK)
+
+    start = jnp.asarray(25.5 / 252)
+    grad = float(jax.grad(sold)(start))
+    h = 0.25 / 252  # a quarter of a step: the window's start stays inside step 25
+    central = (float(sold(start + h)) - float(sold(start - h))) / (2 * h)
+    assert grad == pytest.approx(central, rel=1e-6)
+    assert grad == pytest.approx(-300.0, rel=0.01)
+    assert float(sold(start)) == pytest.approx(300.0 * (HORIZON - float(start)), rel=0.01)
+
+
 def test_foreign_sales_never_exceed_holdings():
     holders = ("japan", "china", "uk", "cayman", "other")
     huge = tuple(f"holders.{h}.sell_rate=100.0" for h in holders) + tuple(
