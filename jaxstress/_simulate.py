@@ -718,6 +718,15 @@ def snapshot_paths(chunk: int, chunk_paths: int, n_paths: int, retain: int) -> i
     return max(0, min(chunk_paths, n_paths - chunk * chunk_paths, retain - chunk * chunk_paths))
 
 
+def observed_paths(chunk: int, chunk_paths: int, n_paths: int, retain: int) -> int:
+    """How many paths of chunk `chunk` are observed at the reporting dates (its program's static snap_paths): the
+    `snapshot_paths` it keeps, but all of its paths where an earlier chunk kept all of its own, so that a chunk
+    keeping only some is run by the program of the chunks before it instead of a program of its own (on a CPU one
+    more compilation, 5-6 s, saves observing fewer than a chunk's paths at 7 dates, ~0.01 s)."""
+    keep = snapshot_paths(chunk, chunk_paths, n_paths, retain)
+    return chunk_paths if 0 < keep and chunk > 0 else keep
+
+
 def device_snapshot_paths(keep: int, chunk_paths: int, n_dev: int) -> int | None:
     """`simulate_blocks`' snap_paths for a chunk of chunk_paths over n_dev devices whose first `keep` paths have
     their reporting dates kept: every device observes as many paths as the first needs (one compiled program
@@ -914,9 +923,9 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     n_dev = 1 if devices is None else devices
     rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)
     if n_dev == 1:
-        def run_chunk(c: int):  # the reporting dates of the retained paths only (`keep`, below)
+        def run_chunk(c: int):  # the reporting dates of the retained paths only (`keep`, below; `observed`)
             return simulate_chunk(params, key, jnp.asarray(c * chunk_blocks, jnp.uint32), chunk_blocks, reports,
-                                  keep(c))
+                                  observed(c))
     else:
         mesh = paths_mesh(n_dev)
         chunk_blocks = -(-chunk_blocks // n_dev) * n_dev
@@ -927,7 +936,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
             first = c * chunk_blocks
             ids = jax.device_put(np.arange(first, first + chunk_blocks, dtype=np.uint32), ids_sharding)
             return simulate_blocks(params_m, key_m, ids, reports, mesh,
-                                   device_snapshot_paths(keep(c), chunk_blocks * BLOCK, n_dev))
+                                   device_snapshot_paths(observed(c), chunk_blocks * BLOCK, n_dev))
 
     chunk_paths = chunk_blocks * BLOCK
     n_chunks = -(-blocks_total // chunk_blocks)
@@ -942,6 +951,9 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
 
     def keep(c):
         return snapshot_paths(c, chunk_paths, n_paths, retain)
+
+    def observed(c):
+        return observed_paths(c, chunk_paths, n_paths, retain)
 
     t0 = time.perf_counter()
     sim_dtype = np.dtype(params.values["curve.k"].dtype)

@@ -612,12 +612,23 @@ def test_path_streams_do_not_depend_on_path_count(chunk_reference):
                                    err_msg=name)
 
 
-def test_retained_reporting_dates(chunk_reference):
-    """A run keeps the reporting dates of its first `retain` paths, computed only for them (chunks of 256: one
-    whole, one with 44 of them, two with none): the same values as the run that keeps all 1000, and the same
-    metrics for every path."""
+def test_retained_reporting_dates(chunk_reference, monkeypatch):
+    """A run keeps the reporting dates of its first `retain` paths (chunks of 256: one whole, one with 44 of them,
+    two with none): the same values as the run that keeps all 1000, and the same metrics for every path. The
+    chunks past them observe the horizon only; the chunk keeping 44 is run by the first chunk's program (all of
+    its paths observed), not by a program of its own."""
+    observed = []
+
+    def spy(*args):
+        observed.append(args[5])
+        return simulate_chunk(*args)
+
+    simulate_chunk = _simulate.simulate_chunk
+    monkeypatch.setattr(_simulate, "simulate_chunk", spy)
     scenario = load_scenario(SCENARIO, horizon=HORIZON)
     res = simulate(scenario, 1000, seed=11, chunk_size=256, retain=300)
+    assert observed == [256, 256, 0, 0]
+    assert [_simulate.observed_paths(c, 2**22, 10**8, 200_000) for c in range(3)] == [200_000, 0, 0]
     ref = chunk_reference
     assert res.snapshots.shape == ref.snapshots.shape[:2] + (300,)
     np.testing.assert_allclose(res.snapshots, ref.snapshots[:, :, :300], rtol=1e-6, atol=1e-9)
