@@ -195,16 +195,19 @@ def _value_and_gradient(params: Params, key, first_block, n_blocks: int, kind_ix
     def f(d):
         vals, logp = _per_path(with_drivers(params, d), key, first_block, n_blocks, base_ix)
         branches = [lambda v, lp, k=k: surrogate(k, v, lp, q, level, var, bandwidth, width) for k in KINDS]
-        return jax.lax.switch(kind_ix, branches, vals, logp)
+        return jax.lax.switch(kind_ix, branches, vals, logp), jax.lax.stop_gradient(vals)
 
-    return jax.value_and_grad(f)(leaves)
+    (estimate, vals), grads = jax.value_and_grad(f, has_aux=True)(leaves)
+    return estimate, grads, vals
 
 
 @eqx.filter_jit
 def chunk_gradient(params: Params, key, first_block, n_blocks: int, kind_ix, base_ix, q, level, var, bandwidth,
                    width):
-    """(estimate, gradient w.r.t. the driver leaves) on one chunk. The metric (`base_ix` into METRIC_NAMES) and
-    its kind (`kind_ix` into KINDS) are traced, so one compilation serves every metric."""
+    """(estimate, gradient w.r.t. the driver leaves, the metric's per-path values) on one chunk. The metric
+    (`base_ix` into METRIC_NAMES) and its kind (`kind_ix` into KINDS) are traced, so one compilation serves every
+    metric. The per-path values are those of `chunk_values`, so a mean or a probability needs no pass of its own
+    for its plain estimate."""
     return _value_and_gradient(params, key, first_block, n_blocks, kind_ix, base_ix, q, level, var, bandwidth, width)
 
 
@@ -240,7 +243,7 @@ def chunk_values_on_devices(params: Params, key, first_blocks, n_blocks: int, ba
 def chunk_gradients_on_devices(params: Params, key, first_blocks, n_blocks: int, kind_ix, base_ix, q, level, var,
                                bandwidth, width, mesh: Mesh):
     """`chunk_gradient` of len(first_blocks) chunks, one on each device of `mesh`: (estimates (chunks,), gradients
-    with a leading axis of chunks). One compiled program (SPMD) serves every device."""
+    and per-path values with a leading axis of chunks). One compiled program (SPMD) serves every device."""
     def fn(p, k, first, *scalars):
         return _value_and_gradient(p, k, first, n_blocks, *scalars)
 
@@ -273,7 +276,8 @@ class SensitivityResult:
     by the same estimator). `surrogate`: the mean over chunks of what is differentiated, the estimate with its
     smoothing (a probability's sigmoid of `width`) and score term; equal to `value` for means and ES, the VaR
     itself for quantiles. `gradients`: driver -> {"at", "value", "stderr" (across chunks), "unit", "scale",
-    "scaled"}."""
+    "scaled"}. `forward_s`: the pass of values that finds a quantile's or an ES's VaR before the gradient (0 for
+    means and probabilities, whose values come with the gradient); `gradient_s`: the gradient's pass."""
 
     metric: str
     value: float
@@ -399,25 +403,27 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
             else:
                 yield chunks, jax.device_put(np.asarray(firsts, np.uint32), firsts_sharding)
 
-    t0 = time.perf_counter()
-    parts = []  # per chunk of this process: its per-path values
-
-    def values(firsts):
-        if n_dev == 1:
-            return chunk_values(params, key, firsts, chunk_blocks, base_ix)
-        return chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh)
-
-    def keep_values(chunks, v):
-        parts.extend(np.split(np.asarray(v)[:len(chunks) * chunk_paths], len(chunks)))
-
-    pipelined(groups(), lambda g: values(g[1]), lambda g, v: keep_values(g[0], v))
     dt_ = params.values["curve.k"].dtype
-    if n_proc > 1:
-        parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(dt_))
-    vals = np.concatenate(parts)
-    forward_s = time.perf_counter() - t0
-    var = float(np.quantile(vals, spec.q)) if spec.kind in ("quantile", "es") else 0.0
-    bw = 1.06 * float(vals.std()) * vals.size ** (-0.2) + 1e-12
+    var, bw, forward_s = 0.0, 1.0, 0.0  # a mean's and a probability's estimator use neither VaR nor bandwidth
+    if spec.kind in ("quantile", "es"):  # the VaR (and the kernel's bandwidth) first, from a pass of values
+        t0 = time.perf_counter()
+        parts = []  # per chunk of this process: its per-path values
+
+        def values(firsts):
+            if n_dev == 1:
+                return chunk_values(params, key, firsts, chunk_blocks, base_ix)
+            return chunk_values_on_devices(params_m, key_m, firsts, chunk_blocks, base_ix, mesh)
+
+        def keep_values(chunks, v):
+            parts.extend(np.split(np.asarray(v)[:len(chunks) * chunk_paths], len(chunks)))
+
+        pipelined(groups(), lambda g: values(g[1]), lambda g, v: keep_values(g[0], v))
+        if n_proc > 1:
+            parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(dt_))
+        vals = np.concatenate(parts)
+        var = float(np.quantile(vals, spec.q))
+        bw = 1.06 * float(vals.std()) * vals.size ** (-0.2) + 1e-12
+        forward_s = time.perf_counter() - t0
     scalars = (jnp.asarray(KINDS.index(spec.kind), jnp.int32), base_ix,
                *(jnp.asarray(x, dt_) for x in (spec.q, spec.level, var, bw, width)))
     # per chunk, the estimate and the gradient's leaves flattened into one float64 vector (exact for float32; one
@@ -426,9 +432,10 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(leaves)]
     sizes = [int(np.prod(sh)) for sh in shapes]
 
-    def flat(v, g):
+    def flat(v, g, pv):  # the estimate, the gradient's leaves, the per-path values
         return np.concatenate([np.atleast_1d(np.float64(v))]
-                              + [np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(g)])
+                              + [np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(g)]
+                              + [np.asarray(pv, np.float64)])
 
     flats = []  # per chunk of this process
 
@@ -438,23 +445,27 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         return chunk_gradients_on_devices(params_m, key_m, firsts, chunk_blocks, *scalars, mesh)
 
     def keep_gradients(chunks, out):
-        v, g = jax.device_get(out)
+        v, g, pv = jax.device_get(out)
         if n_dev == 1:
-            flats.append(flat(v, g))
+            flats.append(flat(v, g, pv))
         else:  # a leading axis of chunks
-            flats.extend(flat(v[i], jax.tree_util.tree_map(lambda x, i=i: x[i], g)) for i in range(len(chunks)))
+            flats.extend(flat(v[i], jax.tree_util.tree_map(lambda x, i=i: x[i], g), pv[i])
+                         for i in range(len(chunks)))
         if progress:
             progress(len(flats) * chunk_paths, len(mine) * chunk_paths)
 
     t0 = time.perf_counter()
     pipelined(groups(), lambda g: gradients(g[1]), lambda g, out: keep_gradients(g[0], out))
     if n_proc > 1:
-        flats = gather_chunks(flats, n_chunks, (1 + sum(sizes),), np.float64)
+        flats = gather_chunks(flats, n_chunks, (1 + sum(sizes) + chunk_paths,), np.float64)
     gradient_s = time.perf_counter() - t0
     offsets = np.cumsum(sizes)[:-1]
+    n_grad = 1 + sum(sizes)
     est = [float(f[0]) for f in flats]
-    grads = [jax.tree_util.tree_unflatten(treedef, [x.reshape(sh) for x, sh in zip(np.split(f[1:], offsets), shapes)])
-             for f in flats]
+    grads = [jax.tree_util.tree_unflatten(treedef, [x.reshape(sh) for x, sh in
+                                                    zip(np.split(f[1:n_grad], offsets), shapes)]) for f in flats]
+    if spec.kind not in ("quantile", "es"):  # the per-path values came with the gradients
+        vals = np.concatenate([f[n_grad:] for f in flats])
     out = {}
     nc = len(grads)
     for display, leaf, idx in names:
@@ -465,8 +476,9 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         out[display] = {"at": float(at), "value": gval,
                         "stderr": float(per.std(ddof=1) / np.sqrt(nc)) if nc > 1 else float("nan"),
                         "unit": unit, "scale": scale, "scaled": gval * scale}
-    # the value as a run reports it (a quantile's chunks all share one VaR, so their spread says nothing of it)
-    value, stderr = estimate(vals.astype(np.float64), spec.kind, spec.q, spec.level)
+    # the value as a run reports it (a quantile's chunks all share one VaR, so their spread says nothing of it);
+    # the values in the simulation's dtype, as the values pass gives them
+    value, stderr = estimate(np.asarray(vals, dt_).astype(np.float64), spec.kind, spec.q, spec.level)
     return SensitivityResult(metric=metric, value=value, stderr=stderr, gradients=out, n_paths=blocks * BLOCK,
                              n_chunks=nc, forward_s=forward_s, gradient_s=gradient_s,
                              surrogate=float(np.mean(est)), width=width if spec.kind == "prob" else None)

@@ -260,3 +260,20 @@ def test_cli_defaults_in_32_bit_mode(tmp_path):
     doc = json.loads((out / "sensitivities.json").read_text())
     assert doc["paths"] == 4096 and doc["chunks"] == 8
     assert np.isfinite(doc["value"]) and all(np.isfinite(g["value"]) for g in doc["gradients"].values())
+
+
+def test_values_pass_only_where_a_var_is_needed(scenario, results, monkeypatch):
+    """A mean's plain estimate comes from the per-path values the gradient's pass returns (no pass of values of
+    its own: bitwise the values that pass gives); an ES's VaR needs the values first, so it keeps its pass."""
+    from jaxstress import _sensitivities
+
+    calls = []
+    chunk_values = _sensitivities.chunk_values
+    monkeypatch.setattr(_sensitivities, "chunk_values", lambda *a: calls.append(a) or chunk_values(*a))
+    mean = sensitivities(scenario, "y10_change_bp_mean", PATHS, seed=SEED, chunk_size=CHUNK, drivers=["initial.r"])
+    assert calls == [] and mean.forward_s == 0.0
+    ref = results["y10_change_bp_mean"]
+    assert (mean.value, mean.stderr) == (ref.value, ref.stderr)
+    assert mean.value == pytest.approx(float(np.mean(_per_path(scenario.params(), "y10_change_bp"))), rel=1e-12)
+    es = sensitivities(scenario, "portfolio_loss_es_95", PATHS, seed=SEED, chunk_size=CHUNK, drivers=["initial.r"])
+    assert len(calls) == PATHS // CHUNK and es.forward_s > 0
