@@ -92,17 +92,21 @@ def par_yield_from_zero(zero_fn, m: float) -> Float[Array, "..."]:
     """Par yield (semiannual coupons, decimal) of maturity m from a function t -> zero yields (t an array).
 
     For m < 0.5 there is a single payment and the par yield is the simple-compounded rate over m (no coupons
-    before maturity), which is how bills are quoted on a bond-equivalent basis to first order.
+    before maturity), which is how bills are quoted on a bond-equivalent basis to first order. Otherwise the
+    coupons c/2 fall every half year counted back from m (as a Treasury's, and as `_portfolio` prices bonds), the
+    first after a period of `a` half years, 0 < a <= 1, and par is a clean price of 1: the dirty price less the
+    accrued c/2 (1 - a), so c = 2 (1 - d(m)) / (sum of the d(t_i) - (1 - a)); for whole half years a = 1.
     """
     if m < 0.5:
         t = jnp.asarray([m])
         d = jnp.exp(-zero_fn(t) * t)[..., 0]
         return (1.0 / d - 1.0) / m
-    n = int(round(2 * m))
-    t = jnp.arange(1, n + 1) * 0.5
-    t = t * (m / t[-1])  # keep the last payment exactly at m for non-half-year maturities
+    n = int(np.ceil(2 * m - 1e-9))  # payments; within 1e-9 of a whole half year m counts as one
+    first = m - 0.5 * (n - 1)  # time to the first payment, in (0, 0.5]
+    t = first + 0.5 * jnp.arange(n)
     d = jnp.exp(-zero_fn(t) * t)
-    return 2.0 * (1.0 - d[..., -1]) / jnp.sum(d, axis=-1)
+    accrued = max(0.0, 1.0 - 2.0 * first)  # the share of a coupon accrued at t = 0
+    return 2.0 * (1.0 - d[..., -1]) / (jnp.sum(d, axis=-1) - accrued)
 
 
 def par_yields(zero_fn, maturities) -> Float[Array, "... m"]:

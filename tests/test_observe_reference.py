@@ -503,9 +503,6 @@ def test_each_position_alone_matches_the_reference(runs, j):
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="code looks wrong: jaxstress._curve.par_yield_from_zero puts round(2m) "
-                   "coupons of c/2 on a grid stretched to end at m (0.375y apart for m = 0.75), so the annuity "
-                   "does not match the coupon; on a flat 4% curve the 0.75y par yield is 3.02%, 1.25y 5.06%")
 def test_par_yields_off_the_half_year_grid(runs):
     """Par yields at maturities >= 6 months that are not whole half years (0.75, 1.25, 7.3y): a Treasury's
     coupons fall every half year counted back from maturity, with a short first period, and par is a clean price
