@@ -491,8 +491,10 @@ def validate(raw: dict, file: str | None = None, *, _edited: frozenset = frozens
     mats = out["curve"]["maturities"]
     if sorted(mats) != mats or len(set(mats)) != len(mats):
         raise ConfigError("maturities must be strictly increasing", file=file, key="curve.maturities")
-    if 10.0 not in mats:
-        raise ConfigError("the maturity grid must contain 10 (the 10y drives the dynamics)", file=file,
+    missing = [m for m in (2.0, 10.0, 30.0) if m not in mats]
+    if missing:
+        raise ConfigError(f"the maturity grid must contain 2, 10 and 30 (the 10y drives the dynamics; the 2y, 10y and "
+                          f"30y changes are metrics); add {', '.join(f'{m:g}' for m in missing)}", file=file,
                           key="curve.maturities")
     if not isinstance(raw["scenario"].get("portfolio", ""), str):
         raise ConfigError("expected a portfolio name or path", file=file, key="scenario.portfolio")

@@ -56,7 +56,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "k": F("1/year", "short-rate loading decay in B(m)", 1e-3, 20.0, 0.01, lo_open=True),
         "kc": F("1/year", "policy-path hump decay in C(m)", 1e-3, 20.0, 0.01, lo_open=True),
         "mu": F("years", "term-premium loading scale in G(m)", 1e-2, 100.0, 0.1, lo_open=True),
-        "maturities": Field("floats", "years", "reporting maturity grid", 1e-3, 100.0, static=True),
+        "maturities": Field("floats", "years", "reporting maturity grid (increasing; must contain 2, 10 and 30)", 1e-3,
+                            100.0, static=True),
     },
     "initial": {
         "r": F("decimal", "short rate (3-month yield) at t=0", -0.05, 0.3, **RATE),

@@ -132,13 +132,11 @@ def path_metrics(names: tuple[str, ...], obs0, obs1, s: State) -> jax.Array:
     def d(name, mult=1.0):
         return (obs1[ix[name]] - obs0[ix[name]]) * mult
 
-    y2 = d("yield_2y", 100) if "yield_2y" in ix else jnp.zeros_like(obs1[0])
-    y30 = d("yield_30y", 100) if "yield_30y" in ix else jnp.zeros_like(obs1[0])
-    y10_0 = obs0[ix["yield_10y"]]
+    y10_0 = obs0[ix["yield_10y"]]  # the grid holds 2, 10 and 30 (`_config.validate`)
     cols = {
-        "y2_change_bp": y2,
+        "y2_change_bp": d("yield_2y", 100),
         "y10_change_bp": d("yield_10y", 100),
-        "y30_change_bp": y30,
+        "y30_change_bp": d("yield_30y", 100),
         "y10_max_rise_bp": (s.max_y10 * 100 - y10_0) * 100,
         "y10_level_pct": obs1[ix["yield_10y"]],
         "y10_max_level_pct": s.max_y10 * 100,

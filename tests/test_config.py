@@ -102,7 +102,7 @@ def test_params_hold_every_numeric_value():
 
 def test_set_scalars_lists_and_named_tables():
     s = load_scenario("baseline", overrides=["short_rate.k=3", "holders.japan.sell_rate=0.25", "fed.backstop=false",
-                                             "curve.maturities=[1.0, 10.0]", "holders.korea.holdings=120.5",
+                                             "curve.maturities=[1.0, 2.0, 10.0, 30.0]", "holders.korea.holdings=120.5",
                                              "inflation.sigma=0.001", "inflation.sigma=0.002"])
     cfg, p = s.config, s.params()
     assert cfg["short_rate"]["k"] == 3.0 and isinstance(cfg["short_rate"]["k"], float)
@@ -115,7 +115,7 @@ def test_set_scalars_lists_and_named_tables():
                                        "holdings": 120.5}
     assert float(p["short_rate.k"]) == 3.0 and float(p["holders.japan.sell_rate"]) == 0.25
     assert float(p["fed.backstop"]) == 0.0 and float(p["holders.korea.holdings"]) == 120.5
-    assert p.maturities == (1.0, 10.0) and p.holder_names[-1] == "korea"
+    assert p.maturities == (1.0, 2.0, 10.0, 30.0) and p.holder_names[-1] == "korea"
     # nothing leaks into the next load
     assert load_scenario("baseline").config["short_rate"]["k"] == 2.0
 
@@ -247,7 +247,9 @@ VALIDATION_CASES = [
     (_at("scenario", "name")(5), "scenario.name", "string"),
     (_at("curve", "maturities")([]), "curve.maturities", "non-empty list"),
     (_at("curve", "maturities")([10.0, 2.0]), "curve.maturities", "increasing"),
-    (_at("curve", "maturities")([2.0, 30.0]), "curve.maturities", "10"),
+    (_at("curve", "maturities")([2.0, 30.0]), "curve.maturities", "30y changes are metrics); add 10"),
+    (_at("curve", "maturities")([1.0, 10.0]), "curve.maturities", "must contain 2, 10 and 30 (the 10y drives"),
+    (_at("curve", "maturities")([1.0, 10.0, 20.0]), "curve.maturities", "are metrics); add 2, 30"),
     (_at("curve", "k")(1e-3), "curve.k", "out of range"),  # open lower bound
     (_at("simulation", "horizon")(31.0), "simulation.horizon", "out of range"),
     (_at("basis_funds", "leverage")(0.5), "basis_funds.leverage", "out of range"),
