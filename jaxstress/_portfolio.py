@@ -7,7 +7,9 @@ leading axes), so the same code prices on the initial curve, on one simulated pa
 - bond: remaining cash flows discounted on the curve at time t (roll-down), plus coupons and principal already
   received as cash (not reinvested). Payment dates are counted back from maturity in half years.
 - etf: a constant-maturity bond index, notional * P_t / P_0 plus distributions notional * coupon * t.
-- future: P&L of a CTD-proxy bond, notional * (P_t(maturity - t) - P_0(maturity)) / P_0(maturity); 0 at t = 0.
+- future: P&L of a CTD-proxy bond, notional * (C_t(maturity - t) - C_0(maturity)) / C_0(maturity), with C the
+  clean price (the price less the accrued coupon), so that the P&L does not jump when the proxy pays a coupon; 0
+  at t = 0.
 - equity: notional * S_t / S_0. cash: notional * exp(integral of the short rate).
 """
 
@@ -105,6 +107,16 @@ def _received(coupon: Float[Array, " n"], maturity: Float[Array, " n"], t: Float
     return jnp.sum(jnp.where((times > 0.0) & (times <= t), amounts, 0.0), axis=-1)
 
 
+def accrued(coupon: Float[ArrayLike, "*s"], maturity: Float[ArrayLike, "*s"]) -> Float[Array, "*s"]:
+    """Coupon accrued per unit face since the last payment date (payments every half year counted back from
+    maturity, as `price_bond`'s): c/2 times the share of the current half year gone; 0 for a matured bond. The
+    price less it is the clean price, continuous across payment dates where the price drops by the coupon."""
+    coupon, maturity = jnp.broadcast_arrays(jnp.asarray(coupon), jnp.asarray(maturity))
+    times, _ = _cash_flows(coupon, maturity)
+    nxt = jnp.min(jnp.where(times > 0.0, times, jnp.inf), axis=-1)  # time to the next payment (inf: none left)
+    return coupon / 2.0 * jnp.clip(1.0 - 2.0 * nxt, 0.0, 1.0)
+
+
 def position_values(
     port: Portfolio,
     t: Float[ArrayLike, ""],
@@ -127,7 +139,8 @@ def position_values(
     cf = jnp.asarray(cash_factor)[..., None]
     bond = n * (p_t + _received(c, m, t))
     etf = n * (p_t / p_0 + c * t)
-    future = n * (p_t - p_0) / p_0
+    clean_0 = p_0 - accrued(c, m0)
+    future = n * (p_t - accrued(c, mt) - clean_0) / clean_0  # clean prices: no jump at the proxy's coupon dates
     other = jnp.where(kinds == "equity", n * er, n * cf)
     return jnp.where(is_bond, bond, jnp.where(is_etf, etf, jnp.where(is_future, future, other)))
 

@@ -53,8 +53,9 @@ KIND_MEANING = {  # how `_portfolio.position_values` values each kind at time t 
     "bond": "a Treasury held to its maturity: notional x (the present value at t of its remaining cash flows on the "
             "simulated curve, its maturity rolling down + the coupons and principal received by t, held as cash)",
     "etf": "a fund of constant maturity: notional x (price at t / price at 0 + coupon x t)",
-    "future": "a Treasury future, its cheapest-to-deliver as a bond of this maturity: P&L only, notional x (price at t "
-              "- price at 0) / price at 0 (a negative notional is a short hedge)",
+    "future": "a Treasury future, its cheapest-to-deliver as a bond of this maturity that ages: P&L only, notional x "
+              "(clean price at t - clean price at 0) / clean price at 0, the clean price being the price less the "
+              "accrued coupon (a negative notional is a short hedge)",
     "equity": "equities: notional x the simulated equity index (1 at t = 0)",
     "cash": "cash: notional x the accrued short-rate factor",
 }

@@ -189,10 +189,18 @@ def position_value(ref, kind, notional, coupon, maturity, curve, curve0, t, s):
         return notional * (price(curve, coupon, maturity) / price(curve0, coupon, maturity) + coupon * t)
     if kind == "future":
         # P&L only of the CTD proxy, a bond of this maturity at 0, `maturity - t` left at t (it ages; its coupons
-        # are not part of the future's P&L)
+        # are not part of the future's P&L), at clean prices: the price less the coupon accrued since the last
+        # payment date (payments counted back from maturity)
         c = FUTURE_COUPON if coupon is None else coupon
-        p0 = price(curve0, c, maturity)
-        return notional * (price(curve, c, maturity - t) - p0) / p0
+
+        def clean(curve, m):
+            if m <= 0:
+                return price(curve, c, m)
+            times, _ = payments(c, m)
+            return price(curve, c, m) - c / 2 * (0.5 - times[0]) / 0.5
+
+        c0 = clean(curve0, maturity)
+        return notional * (clean(curve, maturity - t) - c0) / c0
     if kind == "equity":
         return notional * np.exp(s["log_equity"])  # the index, 1 at t = 0
     if kind == "cash":

@@ -107,6 +107,25 @@ def test_future_and_etf_dv01_from_duration():
     assert risk_report(fut, flat(y), KEYS)["pv"] == 0.0
 
 
+def test_future_pnl_does_not_jump_when_its_proxy_pays_a_coupon():
+    """A short future on an unchanged curve across its CTD proxy's coupon date (maturity 9.25: a payment at
+    t = 0.25): the proxy's price drops by the 3% coupon there, its clean price does not, so the P&L moves by what a
+    day's pull to par makes, not by 3 / 1.2 of the notional; and it is the clean-price return of a closed form."""
+    fut = book({"kind": "future", "notional": -10.0, "maturity": 9.25})
+    y, eps = 0.04, 1e-6
+    before, after = (float(value(fut, t, flat(y), flat(y), 1.0, 1.0)) for t in (0.25 - eps, 0.25 + eps))
+    assert abs(after - before) < 1e-4  # the jump was 10 x 0.03 / 1.15 = 0.26
+    assert float(price(0.06, 9.0 - eps, flat(y))) - float(price(0.06, 9.0 + eps, flat(y))) < -0.029  # the price drops
+
+    def clean(m):  # closed form: the price less the coupon accrued since the last date counted back from m
+        first = np_flows(0.06, m)[0][-1]
+        return np_price(0.06, m, y) - 0.03 * (1.0 - 2.0 * first)
+
+    for t in (0.1, 0.25 + eps, 0.6):
+        want = -10.0 * (clean(9.25 - t) - clean(9.25)) / clean(9.25)
+        np.testing.assert_allclose(float(value(fut, t, flat(y), flat(y), 1.0, 1.0)), want, rtol=1e-11)
+
+
 @pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.75])
 def test_roll_down_and_coupons_on_unchanged_curve(t):
     y, c, m = 0.042, 0.05, 3.2
