@@ -28,6 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.linalg  # noqa: E402
+from _reference import RefValues, dysfunction, finish, term_premium, to_state, zero_yield  # noqa: E402
 
 from jaxstress import _simulate, load_scenario  # noqa: E402
 from jaxstress._model import State, next_regime, prepare, step  # noqa: E402
@@ -75,14 +76,12 @@ ATOL = 1e-12
 # the reference, from docs/MODEL.md
 
 
-class Ref:
+class Ref(RefValues):
     """The scenario's parameters as numpy float64 values, and the constants the doc derives from them."""
 
     def __init__(self, params):
-        self.v = {k: np.asarray(x, np.float64) for k, x in params.values.items()}
+        super().__init__(params)
         self.dt = params.dt
-        self.regimes = params.regime_names
-        self.holders = params.holder_names
         self.debt_mat = np.asarray(params.debt_maturities, np.float64)
         v = self.v
         # per-regime parameters, shape (R,)
@@ -98,36 +97,8 @@ class Ref:
         self.P = scipy.linalg.expm(q * self.dt)
         self.cum = np.cumsum(self.P, axis=1)
         self.jump_p = 1.0 - np.exp(-self.reg["jump_intensity"] * self.dt)
-        self.y10_0 = curve(self, 10.0, v["initial.r"], v["initial.pi"], v["initial.tau"], v["initial.r_star"],
-                           v["initial.p"])
-
-    def holder(self, f):
-        return np.array([self.v[f"holders.{h}.{f}"] for h in self.holders])
-
-
-def curve(ref, m, r, pi, tau, r_star, p):
-    """Zero yield at maturity m: y = r B + (r_star + pi)(1 - B) + p C + tau G(m)/G(10)."""
-    k, kc, mu = ref.v["curve.k"], ref.v["curve.kc"], ref.v["curve.mu"]
-
-    def g(m):
-        return 1.0 - (1.0 - np.exp(-m / mu)) / (m / mu)
-
-    b = (1.0 - np.exp(-k * m)) / (k * m)
-    c = (1.0 - np.exp(-kc * m)) / (kc * m) - np.exp(-kc * m)
-    return r * b + (r_star + pi) * (1.0 - b) + p * c + tau * g(m) / g(10.0)
-
-
-def term_premium(ref, tau_f, impact, stock):
-    """tau = tau_f + I + stock_bp_per_tn x (cumulative F) / $1tn (bp to decimal: 1e-4; $bn to $tn: 1e-3)."""
-    return tau_f + impact + ref.v["impact.stock_bp_per_tn"] * 1e-4 * stock / 1000.0
-
-
-def dysfunction(ref, basis, y10, ewma10, var10):
-    """D = w_basis (b - b0)+ / 10bp + w_move (y10 - ewma5(y10))+ / 25bp + w_vol (vol / vol0 - 1)+."""
-    v = ref.v
-    return (v["fed.w_basis"] * np.maximum(basis - v["initial.basis_bp"], 0.0) / 10.0
-            + v["fed.w_move"] * np.maximum(y10 - ewma10, 0.0) / 0.0025
-            + v["fed.w_vol"] * np.maximum(np.sqrt(var10) / v["initial.vol_10y"] - 1.0, 0.0))
+        self.y10_0 = zero_yield(self, 10.0, v["initial.r"], v["initial.pi"], v["initial.tau"],
+                                v["initial.r_star"], v["initial.p"])
 
 
 def softplus_w(x, w):
@@ -137,15 +108,6 @@ def softplus_w(x, w):
 
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def finish(ref, s):
-    """The derived fields of a state: the 10y term premium, the 10y and 2y zero yields, the dysfunction."""
-    s["tau"] = term_premium(ref, s["tau_f"], s["impact"], s["stock"])
-    s["y10"] = curve(ref, 10.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
-    s["y2"] = curve(ref, 2.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
-    s["dysfunction"] = dysfunction(ref, s["basis"], s["y10"], s["ewma10"], s["var10"])
-    return s
 
 
 def ref_step(ref, t, s, normal, uniform):
@@ -241,8 +203,8 @@ def ref_step(ref, t, s, normal, uniform):
     new = dict(regime=nxt, logp=logp, r=r, pi=pi, tau_f=tau_f, impact=impact, stock=stock, r_star=r_star, p=p,
                basis=basis, fund_pos=fund_pos, fund_eq=fund_eq)
     tau_new = term_premium(ref, tau_f, impact, stock)
-    y10_new = curve(ref, 10.0, r, pi, tau_new, r_star, p)
-    y2_new = curve(ref, 2.0, r, pi, tau_new, r_star, p)
+    y10_new = zero_yield(ref, 10.0, r, pi, tau_new, r_star, p)
+    y2_new = zero_yield(ref, 2.0, r, pi, tau_new, r_star, p)
 
     # the 10y's EWMAs: squared step changes (annualized) with a half-life in steps; the ~5-day average of the level
     a = 0.5 ** (1.0 / v["basis_funds.vol_halflife_days"])
@@ -261,7 +223,7 @@ def ref_step(ref, t, s, normal, uniform):
     share = amounts / amounts.sum()
     Dk, Mk = s["debt"], s["interest"]
     mat = ref.debt_mat[:, None]
-    yk = curve(ref, mat, r, pi, tau_new, r_star, p)
+    yk = zero_yield(ref, mat, r, pi, tau_new, r_star, p)
     new_debt = share[:, None] * deficit[None, :]
     new["debt"] = Dk + new_debt
     new["interest"] = Mk - Mk * dt / mat + yk * (Dk * dt / mat + new_debt)
@@ -327,8 +289,8 @@ def stressed_state(ref):
     s["forced_sales"] = 7.0 * i
     s["volfund_sales"] = 2.0 * i
     s["tau"] = term_premium(ref, s["tau_f"], s["impact"], s["stock"])
-    s["y10"] = curve(ref, 10.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
-    s["y2"] = curve(ref, 2.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
+    s["y10"] = zero_yield(ref, 10.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
+    s["y2"] = zero_yield(ref, 2.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
     # the 10y above its recent average on most paths (below on path 4)
     s["ewma10"] = s["y10"] - np.array([0.002, 0.001, 0.003, 0.0015, -0.002, 0.0025, 0.0005, 0.001, 0.0012])
     s["max_y10"] = s["y10"] + 0.0001
@@ -347,20 +309,6 @@ def regime_uniforms(ref):
             u[k, p] = 0.5 * (lo + ref.cum[cur, nxt])
             cur = nxt
     return u
-
-
-def to_state(s) -> State:
-    """A batch of JAX states from the numpy state."""
-    out = {}
-    for f in dataclasses.fields(State):
-        x = s[f.name]
-        if f.name == "regime":
-            out[f.name] = jnp.asarray(x, jnp.int32)
-        elif f.name in ("holdings", "debt", "interest"):
-            out[f.name] = tuple(jnp.asarray(row, jnp.float64) for row in x)
-        else:
-            out[f.name] = jnp.asarray(x, jnp.float64)
-    return State(**out)
 
 
 def field(state: State, name: str) -> np.ndarray:
@@ -442,10 +390,10 @@ def test_observed_zero_yields_match_the_reference_curve(runs):
     for k, (obs, s) in enumerate(zip(runs["obs"], runs["refs"], strict=True)):
         obs = np.asarray(obs)
         for m in (0.25, 2.0, 5.0, 10.0, 30.0):
-            want = curve(ref, m, s["r"], s["pi"], s["tau"], s["r_star"], s["p"]) * 100
+            want = zero_yield(ref, m, s["r"], s["pi"], s["tau"], s["r_star"], s["p"]) * 100
             np.testing.assert_allclose(obs[names.index(f"yield_{m:g}y")], want, rtol=RTOL, atol=ATOL * 100,
                                        err_msg=f"yield_{m:g}y after step {k}")
-        mortgage = (curve(ref, 10.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"]) + v["mortgage.spread"]
+        mortgage = (zero_yield(ref, 10.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"]) + v["mortgage.spread"]
                     + v["mortgage.stress_spread"] * s["dysfunction"]) * 100
         for name, want in (("term_premium_10y", s["tau"] * 100), ("short_rate", s["r"] * 100),
                            ("mortgage_rate", mortgage), ("dysfunction", s["dysfunction"])):

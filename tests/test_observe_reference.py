@@ -38,6 +38,8 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from _reference import RefValues, dysfunction, finish, term_premium, zero_yield  # noqa: E402
+from _reference import to_state as jax_state  # noqa: E402
 
 from jaxstress import load_scenario  # noqa: E402
 from jaxstress._metrics import summarize  # noqa: E402
@@ -83,43 +85,14 @@ ATOL = 1e-12
 # the reference, from the docs
 
 
-class Ref:
+class Ref(RefValues):
     """The scenario's parameters as numpy float64 values."""
 
     def __init__(self, params):
-        self.v = {k: np.asarray(x, np.float64) for k, x in params.values.items()}
-        self.holders = params.holder_names
-        self.regimes = params.regime_names
+        super().__init__(params)
         v = self.v
         self.initial = dict(r=v["initial.r"], pi=v["initial.pi"], tau=v["initial.tau"], r_star=v["initial.r_star"],
                             p=v["initial.p"])
-
-    def holder(self, f):
-        return np.array([self.v[f"holders.{h}.{f}"] for h in self.holders])
-
-
-def zero_yield(ref, m, r, pi, tau, r_star, p):
-    """docs/MODEL.md "Curve": y(m) = r B(m) + (r_star + pi)(1 - B(m)) + p C(m) + tau G(m)/G(10), m > 0."""
-    k, kc, mu = ref.v["curve.k"], ref.v["curve.kc"], ref.v["curve.mu"]
-
-    def g(m):
-        return 1.0 - (1.0 - np.exp(-m / mu)) / (m / mu)
-
-    b = (1.0 - np.exp(-k * m)) / (k * m)
-    c = (1.0 - np.exp(-kc * m)) / (kc * m) - np.exp(-kc * m)
-    return r * b + (r_star + pi) * (1.0 - b) + p * c + tau * g(m) / g(10.0)
-
-
-def term_premium(ref, tau_f, impact, stock):
-    """tau = tau_f + I + stock_bp_per_tn x (cumulative F) / $1tn."""
-    return tau_f + impact + ref.v["impact.stock_bp_per_tn"] * 1e-4 * stock / 1000.0
-
-
-def dysfunction(ref, basis, y10, ewma10, var10):
-    v = ref.v
-    return (v["fed.w_basis"] * np.maximum(basis - v["initial.basis_bp"], 0.0) / 10.0
-            + v["fed.w_move"] * np.maximum(y10 - ewma10, 0.0) / 0.0025
-            + v["fed.w_vol"] * np.maximum(np.sqrt(var10) / v["initial.vol_10y"] - 1.0, 0.0))
 
 
 class Curve:
@@ -295,15 +268,6 @@ def ref_metrics(obs0, obs1, s):
 # the states
 
 
-def finish(ref, s):
-    """The derived fields: the 10y term premium, the 10y and 2y zero yields, the dysfunction."""
-    s["tau"] = term_premium(ref, s["tau_f"], s["impact"], s["stock"])
-    s["y10"] = zero_yield(ref, 10.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
-    s["y2"] = zero_yield(ref, 2.0, s["r"], s["pi"], s["tau"], s["r_star"], s["p"])
-    s["dysfunction"] = dysfunction(ref, s["basis"], s["y10"], s["ewma10"], s["var10"])
-    return s
-
-
 def ref_initial_state(ref):
     """The state at t = 0 from the docs: the `initial.*` values, basis funds at `position` with equity
     position / leverage, var10 = vol0^2, ewma5 and the running maximum at the initial 10y, holdings and debt as
@@ -374,16 +338,7 @@ def stressed_state(ref, k, s0):
 def to_state(s, prep) -> State:
     """A batch of JAX states from the numpy state; the derived fields (`tau`, `y10`, `y2`, `dysfunction`) computed
     by the package, as a run's states have them, so that the reference's own (it never reads them) is compared."""
-    out = {}
-    for f in dataclasses.fields(State):
-        x = s[f.name]
-        if f.name == "regime":
-            out[f.name] = jnp.asarray(x, jnp.int32)
-        elif f.name in ("holdings", "debt", "interest"):
-            out[f.name] = tuple(jnp.asarray(row, jnp.float64) for row in x)
-        else:
-            out[f.name] = jnp.asarray(x, jnp.float64)
-    st = State(**out)
+    st = jax_state(s)
     tau = tau_total(prep, st.tau_f, st.impact, st.stock)
     y10 = _yield(prep.load_10, st.r, st.pi, tau, st.r_star, st.p)
     y2 = _yield(prep.load_2, st.r, st.pi, tau, st.r_star, st.p)
