@@ -11,6 +11,8 @@
 # 2. bench, forward only, 10^7 paths in one chunk (the 10^10 path-steps/s target)
 # 3. run, 10^8 paths over one year (chunked), wall time and peak host memory
 # 4. bench with the gradient, 2^20 paths (the gradient over the forward on a GPU)
+# 5. on a machine with several GPUs: bench --devices all, 2^22 paths a GPU (the forward sharded, the gradient's
+#    chunks one a GPU)
 # GROUP tune:
 # 1. the gradient of 2^20 paths in chunks of 2^18, 2^19 and 2^20 (the default on an 80 GB GPU: 2^20)
 # 2. scripts/profile_run.py --grad at 2^18 paths: the gradient's time by block and phase on the GPU
@@ -53,6 +55,11 @@ r = subprocess.run([sys.executable, '-m', 'jaxstress', 'run', 'april_2025', '--p
 print('max RSS of the run: %.2f GiB' % (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20))
 sys.exit(r.returncode)"
     step bench_grad_2e20 120 $PY -m jaxstress bench april_2025 --paths 1048576 --repeats 2 --json
+    n_gpu=$(nvidia-smi --list-gpus | wc -l)
+    if [ "$n_gpu" -gt 1 ]; then  # a node of several GPUs: the forward and the gradient over all of them
+        step bench_devices 180 $PY -m jaxstress bench april_2025 --paths $((n_gpu * 4194304)) --devices all \
+            --repeats 2 --json
+    fi
 elif [ "$GROUP" = tune ]; then
     for c in 262144 524288 1048576; do
         step "bench_grad_chunk_$c" 100 $PY -m jaxstress bench april_2025 --paths 1048576 --grad-chunk-size $c \
