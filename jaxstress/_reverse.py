@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import time
 import warnings
@@ -43,7 +42,14 @@ from ._config import Params, Scenario, apply_override, load_scenario, parse_key,
 from ._errors import ConfigError
 from ._metrics import estimate, summarize
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
-from ._sensitivities import driver_leaves, driver_unit_scale, expand_names, metric_function, not_a_driver, parse_metric
+from ._sensitivities import (
+    driver_leaves,
+    driver_unit_scale,
+    expand_names,
+    metric_function,
+    parse_metric,
+    unknown_driver,
+)
 from ._simulate import BLOCK, _block_draws
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -112,13 +118,8 @@ def resolve_drivers(scenario: Scenario, names: Sequence[str], what: str = "--dri
             raise ConfigError(f"driver '{name}': a reverse stress test moves the market's drivers, not the portfolio "
                               "it revalues; change the portfolio file (--portfolio) instead", key=what)
         if parts[:len(strs)] != strs or leaf not in leaves:
-            reason = not_a_driver(scenario.config, name, known)
-            if reason:
-                raise ConfigError(reason, key=what)
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown driver '{name}'{hint} (drivers are the numeric config keys of the scenario, "
-                              "as --set takes them)", key=what)
+            raise unknown_driver(scenario.config, name, known, what,
+                                 " (drivers are the numeric config keys of the scenario, as --set takes them)")
         field = _field(leaf)
         shape = np.shape(leaves[leaf])
         if len(index) != len(shape) or any(i >= s for i, s in zip(index, shape)):

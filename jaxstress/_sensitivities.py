@@ -197,8 +197,8 @@ def _value_and_gradient(params: Params, key, first_block, n_blocks: int, kind_ix
         branches = [lambda v, lp, k=k: surrogate(k, v, lp, q, level, var, bandwidth, width) for k in KINDS]
         return jax.lax.switch(kind_ix, branches, vals, logp), jax.lax.stop_gradient(vals)
 
-    (estimate, vals), grads = jax.value_and_grad(f, has_aux=True)(leaves)
-    return estimate, grads, vals
+    (est, vals), grads = jax.value_and_grad(f, has_aux=True)(leaves)
+    return est, grads, vals
 
 
 @eqx.filter_jit
@@ -322,6 +322,19 @@ def not_a_driver(config: dict, name: str, known=()) -> str | None:
     return f"'{name}' is {kind} in the scenario, not a driver (drivers are its continuous numbers)"
 
 
+def unknown_driver(config: dict, name: str, known, key: str, note: str = "") -> ConfigError:
+    """The error for a driver `name` that is none of the `known` driver names: why a key of `config` (the
+    scenario's) is not a driver (`not_a_driver`), else the closest known name; `note` follows the latter."""
+    import difflib
+
+    reason = not_a_driver(config, name, known)
+    if reason:
+        return ConfigError(reason, key=key)
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown driver '{name}'{hint}{note}", key=key)
+
+
 def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | None,
                    config: dict | None = None) -> list[tuple[str, str, tuple]]:
     """The (display name, leaf, index) of the named drivers (a name or a prefix of names: `holders.japan`); an
@@ -336,14 +349,7 @@ def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | Non
     known = [n for n, _, _ in names]
     for d in drivers:
         if not any(named(n, d) for n in known):
-            import difflib
-
-            reason = not_a_driver(config or {}, d, known)
-            if reason:
-                raise ConfigError(reason, key="--drivers")
-            close = difflib.get_close_matches(d, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown driver '{d}'{hint}", key="--drivers")
+            raise unknown_driver(config or {}, d, known, "--drivers")
     return [t for t in names if any(named(t[0], d) for d in drivers)]
 
 
