@@ -26,9 +26,37 @@ from ._portfolio import risk_report
 from ._simulate import PERCENT, SimulationResult
 
 
+# every name that `run`, `sensitivities` and `reverse` write into their output directory; an existing directory
+# that holds anything else is not replaced (`check_output`). The charts are `_plots.CHARTS`, written out here
+# (importing `_plots` would import matplotlib); tests check that the outputs hold no other names
+OUTPUT_NAMES = frozenset({
+    "summary.json", "quantiles.csv", "paths.npz", "scenario.toml", "report.html",
+    "fan_10y_30y.png", "curve_horizon.png", "regimes.png", "flows.png", "loss_hist.png", "interest_bill.png",
+    "sensitivities.json", "sensitivities.png", "reverse.json",
+})
+
+
+def _check_replaceable(target: pathlib.Path, option: str) -> None:
+    """An existing output directory is replaced by the new one: refuse, before any work, one that holds files
+    jaxstress did not write (a user's folder given as --out by mistake), and the current directory or one that
+    holds it (which cannot be renamed away)."""
+    here = pathlib.Path.cwd().resolve()
+    full = target.resolve()
+    if full == here or full in here.parents:
+        raise ConfigError(f"the output directory is the current directory or holds it, and an output directory is "
+                          f"replaced as a whole: choose a new directory for {option}", file=str(target))
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in target.iterdir() if p.name not in OUTPUT_NAMES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"the output directory exists and holds files that jaxstress did not write ({shown}); "
+                          f"it would be replaced as a whole: choose a new or empty directory for {option}, or "
+                          "move those files away", file=str(target))
+
+
 def check_output(target: str | os.PathLike, kind: str = "dir", option: str = "--out") -> pathlib.Path:
     """Check, before any work, that `target` (an output directory, `kind="dir"`, or a file, `kind="file"`) can be
-    written: it is not a file where a directory is meant (or the reverse), and its nearest existing ancestor is a
+    written: it is not a file where a directory is meant (or the reverse), an existing directory holds only
+    jaxstress's outputs (it is replaced) and is not the current directory, and the nearest existing ancestor is a
     directory in which a file can be created (probed with a temporary directory, removed at once). Creates
     nothing; raises one ConfigError naming the path and `option` otherwise, so that a long run does not fail
     only when it writes its results."""
@@ -38,6 +66,8 @@ def check_output(target: str | os.PathLike, kind: str = "dir", option: str = "--
         if kind == "dir" and target.exists() and not target.is_dir():
             raise ConfigError(f"the output path is a file, not a directory: choose another {option}",
                               file=str(target))
+        if kind == "dir" and target.is_dir():
+            _check_replaceable(target, option)
         if kind == "file" and target.is_dir():
             raise ConfigError(f"the output path is a directory, not a file: choose another {option}",
                               file=str(target))

@@ -85,6 +85,16 @@ def test_report_embeds_tornado_when_sensitivities_exist(runs, tmp_path):
     assert rows[:3] == ["term_premium.sigma", "impact.lambda0", "basis_funds.leverage"]  # ranked by |value|
 
 
+def test_run_writes_only_names_that_output_dirs_may_hold(runs):
+    """An existing --out is replaced only when it holds nothing but these names (`_output.OUTPUT_NAMES`): a run's
+    outputs, charts included, must all be among them, or a second run into the same directory would be refused."""
+    from jaxstress._output import OUTPUT_NAMES
+
+    a, _ = runs
+    assert set(CHARTS) <= OUTPUT_NAMES
+    assert {p.name for p in a.iterdir()} <= OUTPUT_NAMES
+
+
 def test_no_plots_still_writes_report(tmp_path, runs):
     out = tmp_path / "np"
     assert main(["run", *RUN, "--out", str(out), "--no-plots"]) == 0

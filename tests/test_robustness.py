@@ -81,11 +81,12 @@ def snapshot(d: Path) -> dict[str, bytes]:
 
 
 def make_earlier_output(d: Path) -> dict[str, bytes]:
+    """An earlier run's output directory (names that a run writes: an existing directory holding other files is
+    not replaced, `test_out_holding_other_files_is_refused`)."""
     d.mkdir(parents=True)
-    (d / "marker.txt").write_text("earlier output")
+    (d / "quantiles.csv").write_text("earlier output")
     (d / "summary.json").write_text('{"metrics": {}}')
-    (d / "sub").mkdir()
-    (d / "sub" / "data.bin").write_bytes(bytes(range(256)))
+    (d / "paths.npz").write_bytes(bytes(range(256)))
     return snapshot(d)
 
 
@@ -559,8 +560,32 @@ def test_failed_runs_leave_earlier_output_intact(tmp_path):
     # and a successful run does replace it, leaving nothing beside it
     rc, _, err = call(["run", SCENARIO, *SMALL, "--out", str(out), "--quiet", "--no-plots"])
     assert rc == 0, err
-    assert not (out / "marker.txt").exists() and finite_summary(out / "summary.json")
+    assert (out / "quantiles.csv").read_text() != "earlier output" and finite_summary(out / "summary.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "out"]
+
+
+@pytest.mark.parametrize("verb", ["run", "sensitivities", "reverse"])
+def test_out_holding_other_files_is_refused(tmp_path, monkeypatch, verb):
+    """An existing --out is replaced as a whole: a directory holding files that jaxstress did not write (a user's
+    folder given by mistake) is refused before any work, and so is the current directory (which cannot be renamed
+    away: it used to fail after the run with an OSError, leaving the results in a hidden directory)."""
+    mine = tmp_path / "mine"
+    make_earlier_output(mine)
+    (mine / "notes.txt").write_text("precious")
+    (mine / "data").mkdir()
+    before = snapshot(mine)
+    tail = {"run": ["--no-plots"], "sensitivities": ["--drivers", "fed.threshold"],
+            "reverse": ["--target", "y10_change_bp_mean=30", "--drivers", "fed.threshold"]}[verb]
+    for out, cwd, needle in ((mine, tmp_path, r"holds files that jaxstress did not write \(data/, notes.txt\)"),
+                             (Path("."), mine, "is the current directory or holds it"),
+                             (tmp_path, mine, "is the current directory or holds it")):
+        monkeypatch.chdir(cwd)
+        argv = [verb, SCENARIO, *SMALL, "--out", str(out), "--quiet", *tail]
+        rc, _, err = call(argv)
+        assert rc == 2 and re.search(needle, err) and "--out" in err, err
+        assert_clean(rc, err, argv, strict_prefix=True)
+        assert snapshot(mine) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
@@ -623,7 +648,7 @@ def test_interrupted_run_keeps_earlier_output(tmp_path, sig):
         rc, _, err = call(["run", SCENARIO, *SMALL, "--out", str(out), "--quiet", "--no-plots"])
         assert rc == 0, err
         finite_summary(out / "summary.json")
-        assert not (out / "marker.txt").exists()
+        assert (out / "quantiles.csv").read_text() != "earlier output"
         assert (stale / "summary.json").read_text() == "half"  # ignored, not cleaned up
 
 

@@ -232,6 +232,9 @@ def test_cli_writes_ranked_json_and_tornado(tmp_path, results):
                "--chunk-size", str(CHUNK), "--seed", str(SEED), "--horizon", "0.1", "--set", "fed.threshold=1.0",
                "--out", str(out), "--quiet", "--float64"])
     assert rc == 0
+    from jaxstress._output import OUTPUT_NAMES
+
+    assert {p.name for p in out.iterdir()} <= OUTPUT_NAMES  # so that a second run into `out` replaces it
     doc = json.loads((out / "sensitivities.json").read_text())
     assert doc["metric"] == "y10_change_bp_mean"
     ref = results["y10_change_bp_mean"]
