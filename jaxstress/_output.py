@@ -25,7 +25,6 @@ from ._metrics import QUANTILES, summarize, unit_of
 from ._portfolio import risk_report
 from ._simulate import PERCENT, SimulationResult
 
-
 # every name that `run`, `sensitivities` and `reverse` write into their output directory; an existing directory
 # that holds anything else is not replaced (`check_output`). The charts are `_plots.CHARTS`, written out here
 # (importing `_plots` would import matplotlib); tests check that the outputs hold no other names

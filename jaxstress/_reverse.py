@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from ._config import Params, Scenario, apply_override, load_scenario, parse_key, validate
-from ._errors import ConfigError
+from ._errors import ConfigError, SimulationError
 from ._metrics import estimate, summarize
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
 from ._sensitivities import (
@@ -50,7 +50,7 @@ from ._sensitivities import (
     parse_metric,
     unknown_driver,
 )
-from ._simulate import BLOCK, _block_draws
+from ._simulate import BLOCK, EXPLODES, _block_draws
 
 # ----------------------------------------------------------------------------------------------------------------
 # drivers by their --set name
@@ -458,9 +458,9 @@ def reverse_stress(
         m, g = _metric_and_grad(jnp.asarray(x, dtype), params, slots, target_metric, n_blocks * BLOCK, seed, width)
         m, g = float(m), np.asarray(g, np.float64) * scale  # d metric / d u
         if not (math.isfinite(m) and np.all(np.isfinite(g))):
-            raise ConfigError(f"{target_metric} or its gradient is not finite at {dict(zip(names, x))} "
-                              f"(metric {m}) on the paths of seed {seed}: a path diverged (or drew an infinite "
-                              "normal, see finite_block_draws); try another --seed or narrower drivers")
+            at = ", ".join(f"{n} = {float(v):.6g}" for n, v in zip(names, x))
+            raise SimulationError(f"{target_metric} = {m:.6g} or its gradient is not finite at {at} on the paths "
+                                  f"of seed {seed}: " + EXPLODES)
         return m, g
 
     history: list[dict] = []

@@ -28,11 +28,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
-from ._errors import ConfigError
+from ._errors import ConfigError, SimulationError
 from ._metrics import estimate
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
 from ._simulate import (
     BLOCK,
+    EXPLODES,
     METRIC_NAMES,
     PATHS_AXIS,
     _block_draws,
@@ -353,6 +354,20 @@ def _check_drivers(names: list[tuple[str, str, tuple]], drivers: list[str] | Non
     return [t for t in names if any(named(t[0], d) for d in drivers)]
 
 
+def check_finite_result(name: str, metric: str, vals: np.ndarray, gradients: dict) -> None:
+    """Refuse non-finite per-path values or gradients (a SimulationError naming how many paths, or which drivers'
+    gradients, and the usual causes) rather than report NaN or fail writing the JSON."""
+    bad = ~np.isfinite(vals)
+    if bad.any():
+        raise SimulationError(f"scenario '{name}': {int(bad.sum())} of {bad.size} paths produced non-finite values "
+                              f"of {metric}; " + EXPLODES)
+    shown = [d for d, g in gradients.items() if not np.isfinite(g["value"])]
+    if shown:
+        raise SimulationError(f"scenario '{name}': the gradients of {metric} with respect to {', '.join(shown[:5])}"
+                              f"{f' and {len(shown) - 5} more drivers' if len(shown) > 5 else ''} are not finite, "
+                              "although its values are; " + EXPLODES)
+
+
 def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, chunk_size: int | None = None,
                   drivers: list[str] | None = None, width: float = 0.05, dtype=None,
                   progress=None, devices: int | None = None, distributed: bool = False) -> SensitivityResult:
@@ -482,6 +497,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         out[display] = {"at": float(at), "value": gval,
                         "stderr": float(per.std(ddof=1) / np.sqrt(nc)) if nc > 1 else float("nan"),
                         "unit": unit, "scale": scale, "scaled": gval * scale}
+    check_finite_result(scenario.name, metric, np.asarray(vals), out)
     # the value as a run reports it (a quantile's chunks all share one VaR, so their spread says nothing of it);
     # the values in the simulation's dtype, as the values pass gives them
     value, stderr = estimate(np.asarray(vals, dt_).astype(np.float64), spec.kind, spec.q, spec.level)

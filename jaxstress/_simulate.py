@@ -797,8 +797,13 @@ def check_finite(metrics: np.ndarray, snaps: np.ndarray, variables, reports, nam
         where = f"first in metric '{METRIC_NAMES[int(np.argwhere(~np.isfinite(metrics).all(axis=1))[0, 0])]}'"
     raise SimulationError(
         f"scenario '{name}': {int(bad_paths.sum())} of {bad_paths.size} paths produced non-finite values ({where}); "
-        "the parameters make the dynamics explode (e.g. a margin spiral with feedback above 1, zero depth or "
-        "capacity, huge volatilities): reduce them, or run with --float64", key="parameters")
+        + EXPLODES)
+
+
+# what a SimulationError (`check_finite`, `sensitivities`, `reverse`) says of its cause and the fix
+EXPLODES = ("the parameters make the dynamics explode (e.g. a margin spiral with feedback above 1, zero depth or "
+            "capacity, huge volatilities or mean reversions): reduce them, take shorter steps "
+            "(simulation.steps_per_year), or run with --float64")
 
 
 @dataclasses.dataclass

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -677,6 +678,38 @@ def test_explosive_parameters_are_rejected_not_written(tmp_path, assignments):
     assert re.search(r"first in (metric )?'\w[\w.]*'", err), err  # names the variable
     assert "non-finite" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("verb", ["sensitivities", "reverse"])
+def test_explosive_parameters_in_gradients_are_one_error(tmp_path, verb):
+    """`sensitivities` used to fail writing its JSON (a ValueError traceback on the NaN value), and `reverse`
+    named an internal function and printed numpy reprs: now both give run's one SimulationError line, with the
+    causes and fixes, and write nothing."""
+    out = tmp_path / "out"
+    tail = {"sensitivities": ["--drivers", "fed.threshold", "--chunk-size", "256"],
+            "reverse": ["--target", "y10_change_bp_mean=30", "--drivers", "fed.threshold"]}[verb]
+    argv = [verb, SCENARIO, "--paths", "512", "--horizon", "0.02", "--out", str(out), "--quiet", *tail,
+            *_sets(EXPLOSIVE[0])]
+    rc, _, err = call(argv)
+    assert rc == 2
+    assert_clean(rc, err, argv, strict_prefix=True)
+    assert {"sensitivities": "the gradients of y10_change_bp_mean with respect to fed.threshold are not finite, "
+                             "although its values are",
+            "reverse": "or its gradient is not finite at fed.threshold = 3 on the paths of seed 0"}[verb] in err, err
+    assert "simulation.steps_per_year" in err and "np.float64" not in err and "finite_block_draws" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_sensitivity_values_name_the_paths():
+    from jaxstress._errors import SimulationError
+    from jaxstress._sensitivities import check_finite_result
+
+    grads = {"fed.threshold": {"value": 1.0}, "impact.depth": {"value": float("nan")}}
+    with pytest.raises(SimulationError, match=r"scenario 's': 2 of 4 paths produced non-finite values of m; the "):
+        check_finite_result("s", "m", np.array([0.0, np.inf, np.nan, 1.0]), grads)
+    with pytest.raises(SimulationError, match=r"gradients of m with respect to impact.depth are not finite, although"):
+        check_finite_result("s", "m", np.zeros(4), grads)
+    check_finite_result("s", "m", np.zeros(4), {"fed.threshold": {"value": 1.0}})
 
 
 @pytest.mark.parametrize("assignment, key", [
