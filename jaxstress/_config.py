@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import ConfigError
-from ._portfolio import Portfolio, load_portfolio
+from ._portfolio import Portfolio, is_portfolio_path, load_portfolio
 from ._schema import CORRELATED_SHOCKS, DYNAMIC_TABLES, NEW_ENTRY_FIELDS, SECTIONS, Field
 
 DEFAULT_SCENARIO = "april_2025"
@@ -649,7 +649,13 @@ class Scenario:
         return make_params(self.config, self.portfolio, dtype)
 
     def hash(self) -> str:
-        blob = json.dumps({"config": self.config, "portfolio": jax.tree_util.tree_map(
+        """A digest of the resolved config and the portfolio's numbers; a portfolio file counts by its name and
+        contents, not by where it lies (processes of one `--distributed` job may resolve it to different paths)."""
+        config = self.config
+        pname = config["scenario"]["portfolio"]
+        if is_portfolio_path(pname):
+            config = {**config, "scenario": {**config["scenario"], "portfolio": pathlib.Path(pname).name}}
+        blob = json.dumps({"config": config, "portfolio": jax.tree_util.tree_map(
             lambda x: np.asarray(x).tolist(), eqx.filter(self.portfolio, eqx.is_array)).__repr__()},
             sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -844,11 +850,13 @@ def _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year) 
             file_ok = False
         raise _attribute(e, parsed, file_ok) from None
     pname = resolved["scenario"]["portfolio"]
-    if pname.endswith(".toml") and not pathlib.Path(pname).is_absolute() and file:
-        cand = pathlib.Path(file).parent / pname
+    if is_portfolio_path(pname) and not pathlib.Path(pname).is_absolute():
+        # a path given on the command line is relative to the working directory, one in a file to that file
+        on_cli = any(_sets(parts, "scenario.portfolio") for _, parts in parsed)
+        cand = (pathlib.Path(file).parent if file and not on_cli else pathlib.Path.cwd()) / pname
         if cand.is_file():
             pname = str(cand.resolve())
-            resolved["scenario"]["portfolio"] = pname  # so the resolved config reloads from anywhere
+            resolved["scenario"]["portfolio"] = pname  # so the resolved config (scenario.toml) reloads from anywhere
     port = load_portfolio(pname)
     return Scenario(resolved, file, port, pname)
 

@@ -15,6 +15,7 @@ leading axes), so the same code prices on the initial curve, on one simulated pa
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import math
 import tomllib
@@ -34,6 +35,7 @@ KINDS = ("bond", "etf", "future", "equity", "cash")
 MAX_PAYMENTS = 60  # semiannual payments per bond: maturities up to 30 years
 MAX_MATURITY = MAX_PAYMENTS / 2.0
 FUTURE_COUPON = 0.06  # the 6% notional coupon of CBOT Treasury futures
+MAX_COUPON = 0.3  # coupons are decimals: above 30% a coupon is most likely written in percent (as debt.coupons)
 
 ZeroFn = Callable[[Float[Array, " m"]], Float[Array, "*batch m"]]
 
@@ -214,11 +216,15 @@ def shipped_portfolios() -> dict[str, str]:
     return out
 
 
+def is_portfolio_path(s: str) -> bool:
+    """Whether `scenario.portfolio` / --portfolio names a file (else a shipped portfolio)."""
+    return s.endswith(".toml") or "/" in s or "\\" in s
+
+
 def load_portfolio(path_or_name: str | Path) -> Portfolio:
     """Load a portfolio from a TOML file path, or by the name of a shipped portfolio (e.g. "long_duration")."""
     s = str(path_or_name)
-    is_path = isinstance(path_or_name, Path) or s.endswith(".toml") or "/" in s or "\\" in s
-    if is_path:
+    if isinstance(path_or_name, Path) or is_portfolio_path(s):
         path = Path(s)
         if not path.is_file():
             raise ConfigError(
@@ -231,10 +237,11 @@ def load_portfolio(path_or_name: str | Path) -> Portfolio:
     else:
         entry = _shipped_dir() / f"{s}.toml"
         if not entry.is_file():
+            close = difflib.get_close_matches(s, list(shipped_portfolios()), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(
-                f"no shipped portfolio named {s!r}; shipped portfolios: {', '.join(shipped_portfolios())}",
-                file=f"{s}.toml",
-            )
+                f"no shipped portfolio named {s!r}{hint}; shipped portfolios: {', '.join(shipped_portfolios())}; "
+                "or give a portfolio file's path, ending in .toml", key="scenario.portfolio")
         text, file = entry.read_text(encoding="utf-8"), str(entry)
     try:
         data = tomllib.loads(text)
@@ -261,7 +268,9 @@ def portfolio_from_dict(data: Mapping[str, Any], *, file: str | None = None) -> 
     """Validate a parsed portfolio file (keys `name`, optional `description`, `[[positions]]`) into a Portfolio."""
     extra = sorted(set(data) - {"name", "description", "positions"})
     if extra:
-        raise ConfigError("unknown key; allowed: name, description, positions", file=file, key=extra[0])
+        close = difflib.get_close_matches(extra[0], ["name", "description", "positions"], n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown key; {hint}allowed: name, description, positions", file=file, key=extra[0])
     if "name" not in data:
         raise ConfigError("missing; give the portfolio a name (a string)", file=file, key="name")
     name = _string(data["name"], file, "name")
@@ -283,8 +292,10 @@ def portfolio_from_dict(data: Mapping[str, Any], *, file: str | None = None) -> 
         allowed = ("kind", "name", *required, *optional)
         for key in pos:
             if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
                 raise ConfigError(
-                    f"not allowed for kind {kind!r}; allowed: {', '.join(allowed)}", file=file, key=f"{at}.{key}"
+                    f"not allowed for kind {kind!r}; {hint}allowed: {', '.join(allowed)}", file=file, key=f"{at}.{key}"
                 )
         for key in required:
             if key not in pos:
@@ -293,8 +304,10 @@ def portfolio_from_dict(data: Mapping[str, Any], *, file: str | None = None) -> 
         kinds.append(kind)
         notional.append(_number(pos["notional"], file, f"{at}.notional"))
         c = _number(pos.get("coupon", FUTURE_COUPON if kind == "future" else 0.0), file, f"{at}.coupon")
-        if c < 0.0:
-            raise ConfigError(f"coupon must be >= 0 (a decimal, 0.04 for 4%), got {c}", file=file, key=f"{at}.coupon")
+        if not 0.0 <= c <= MAX_COUPON:
+            pct = f"; {c:g} reads as {c * 100:g}%: for {c:g}% write {c / 100:g}" if c > MAX_COUPON else ""
+            raise ConfigError(f"coupon must be in [0, {MAX_COUPON:g}] (a decimal, 0.04 for 4%), got {c:g}{pct}",
+                              file=file, key=f"{at}.coupon")
         m = _number(pos.get("maturity", 0.0), file, f"{at}.maturity")
         if "maturity" in required and not 0.0 < m <= MAX_MATURITY:
             raise ConfigError(

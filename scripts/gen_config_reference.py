@@ -62,14 +62,14 @@ KIND_MEANING = {  # how `_portfolio.position_values` values each kind at time t 
 
 
 def _portfolio_reference() -> list[str]:
-    from jaxstress._portfolio import _OPTIONAL, _REQUIRED, FUTURE_COUPON, KINDS, MAX_MATURITY
+    from jaxstress._portfolio import _OPTIONAL, _REQUIRED, FUTURE_COUPON, KINDS, MAX_COUPON, MAX_MATURITY
 
     assert set(KIND_MEANING) == set(KINDS), "describe every kind of position in KIND_MEANING"
     lines = ["## Portfolio files (`--portfolio NAME_OR_PATH`, `scenario.portfolio`)", "",
              "A portfolio is a TOML file with `name` (a string), an optional `description` and one `[[positions]]`",
              "table per position: `kind`, an optional `name`, and the numbers its kind needs. Notionals are $bn:",
              "face for `bond` and `future`, the value at t = 0 for `etf`, `equity` and `cash`; `coupon` is a",
-             "decimal annual rate (0.04 for 4%, paid semiannually); `maturity` is in years, in",
+             f"decimal annual rate in [0, {MAX_COUPON:g}] (0.04 for 4%, paid semiannually); `maturity` is in years, in",
              f"(0, {MAX_MATURITY:g}]. Shipped portfolios are in `jaxstress/configs/portfolios/`.", "",
              "| kind | needs | may give | valued as |", "|---|---|---|---|"]
     for kind in KINDS:

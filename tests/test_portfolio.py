@@ -215,7 +215,12 @@ GOOD = '[[positions]]\nkind = "bond"\nname = "b"\nnotional = 1.0\ncoupon = 0.04\
         ('name = "x"\n' + GOOD.replace("maturity = 5.0\n", ""), "positions[0].maturity", "missing"),
         ('name = "x"\n' + GOOD.replace("maturity = 5.0", "maturity = 0.0"), "positions[0].maturity", "(0, 30]"),
         ('name = "x"\n' + GOOD.replace("maturity = 5.0", "maturity = 45.0"), "positions[0].maturity", "(0, 30]"),
-        ('name = "x"\n' + GOOD.replace("coupon = 0.04", "coupon = -0.01"), "positions[0].coupon", ">= 0"),
+        ('name = "x"\n' + GOOD.replace("coupon = 0.04", "coupon = -0.01"), "positions[0].coupon", "[0, 0.3]"),
+        ('name = "x"\n' + GOOD.replace("coupon = 0.04", "coupon = 2.75"), "positions[0].coupon",
+         "2.75 reads as 275%: for 2.75% write 0.0275"),
+        ('name = "x"\n' + GOOD.replace("notional = 1.0", "notionl = 1.0"), "positions[0].notionl",
+         "did you mean 'notional'?"),
+        ('name = "x"\nnam = "y"\n' + GOOD, "nam", "did you mean 'name'?"),
         ('name = "x"\n' + GOOD.replace("notional = 1.0", 'notional = "1bn"'), "positions[0].notional", "number"),
         ('name = "x"\n' + GOOD.replace("notional = 1.0", "notional = true"), "positions[0].notional", "number"),
         ('name = "x"\n' + GOOD.replace("notional = 1.0", "notional = nan"), "positions[0].notional", "finite"),
@@ -252,3 +257,29 @@ def test_malformed_toml_and_missing_files(tmp_path):
     assert "nope.toml" in str(err.value)
     with pytest.raises(ConfigError, match="treasury_ladder"):
         load_portfolio("no_such_book")
+    with pytest.raises(ConfigError, match=r"key 'scenario.portfolio': no shipped portfolio named 'long_duraton' "
+                                          r"\(did you mean 'long_duration'\?\)"):
+        load_portfolio("long_duraton")
+
+
+def test_portfolio_path_from_the_command_line_reloads_from_anywhere(tmp_path, monkeypatch):
+    """--portfolio my_book.toml is relative to the working directory: the resolved config (scenario.toml) keeps
+    its absolute path, so that it runs again from any directory (it kept 'my_book.toml', which then failed). The
+    scenario's hash counts the book by name and contents, not by where it lies."""
+    from jaxstress._config import load_scenario
+
+    work, other = tmp_path / "work", tmp_path / "other"
+    for d in (work, other):
+        d.mkdir()
+        (d / "my_book.toml").write_text('name = "my_book"\n' + GOOD)
+    monkeypatch.chdir(work)
+    sc = load_scenario("baseline", portfolio="my_book.toml")
+    assert sc.config["scenario"]["portfolio"] == str(work / "my_book.toml")
+    saved = tmp_path / "scenario.toml"
+    saved.write_text(sc.to_toml())
+    monkeypatch.chdir(other)
+    again = load_scenario(str(saved))
+    assert again.portfolio_file == str(work / "my_book.toml") and again.hash() == sc.hash()
+    assert load_scenario("baseline", portfolio="my_book.toml").hash() == sc.hash()  # other/my_book.toml
+    assert load_scenario("baseline", overrides=["scenario.portfolio=my_book.toml"]).portfolio_file == str(
+        other / "my_book.toml")
