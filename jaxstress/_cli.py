@@ -278,6 +278,7 @@ def cmd_run(args) -> int:
 def cmd_sensitivities(args) -> int:
     import json
 
+    from ._errors import ConfigError
     from ._output import atomic_dir, check_output
     from ._plots import tornado_chart
     from ._progress import Progress
@@ -294,7 +295,10 @@ def cmd_sensitivities(args) -> int:
     parse_metric(args.metric)
     scenario = _load(args)
     devices = _local_devices(args.devices)
-    drivers = [d.strip() for d in args.drivers.split(",") if d.strip()] if args.drivers else None
+    drivers = None if args.drivers is None else [d.strip() for d in args.drivers.split(",") if d.strip()]
+    if drivers == []:
+        raise ConfigError("give at least one driver name (comma-separated), or leave --drivers out for every "
+                          "driver", key="--drivers")
     lead = jax.process_index() == 0  # only process 0 prints and writes
     if lead:
         check_output(args.out)  # before the gradients, not after them

@@ -313,6 +313,9 @@ def not_a_driver(config: dict, name: str, known=()) -> str | None:
         what = f"name one of its numbers, e.g. '{inside[0]}'" if inside else "it holds no drivers"
         return f"'{name}' is a table in the scenario, not a driver: {what}"
     strs = [p for p in parts if isinstance(p, str)]
+    if strs == ["regimes", "generator"] and len(parts) == 4 and parts[2] == parts[3]:
+        return (f"'{name}' is a diagonal entry of the generator, which follows from its row (rows sum to zero), "
+                "not a driver: name an off-diagonal intensity instead")
     field = _field_of(".".join(strs))
     if field is not None and field.static:
         return (f"'{name}' is a static setting of the scenario (it fixes the simulation's shape and is not "
@@ -392,8 +395,9 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     chunk_blocks = max(1, min(-(-chunk_size // BLOCK), blocks // 8 if blocks >= 8 else 1))
     n_chunks = -(-blocks // chunk_blocks)
     if n_chunks < 2:
-        raise ConfigError(f"{n_paths} paths make one chunk of {BLOCK}, and the standard errors come from the spread "
-                          f"between chunks: give at least {2 * BLOCK} paths", key="--paths")
+        raise ConfigError(f"{n_paths} paths make one chunk (paths are drawn in blocks of {BLOCK}, the smallest "
+                          "chunk whatever --chunk-size says), and the standard errors come from the spread between "
+                          f"chunks: give at least {2 * BLOCK} paths", key="--paths")
     blocks = n_chunks * chunk_blocks
     chunk_paths = chunk_blocks * BLOCK
     key = seed_key(seed)

@@ -205,6 +205,23 @@ def test_unknown_metric_and_driver_are_config_errors(scenario):
                       drivers=["holders.japan.sell_rat"])
     with pytest.raises(ConfigError, match="'fed.backstop' is a switch .* not a driver"):  # not "did you mean"
         sensitivities(scenario, "y10_change_bp_mean", CHUNK, seed=SEED, chunk_size=CHUNK, drivers=["fed.backstop"])
+    # not "did you mean 'regimes.generator[3][0]'" (the closest name), as it used to say
+    with pytest.raises(ConfigError, match=r"'regimes.generator\[1\]\[1\]' is a diagonal entry of the generator, "
+                                          "which follows from its row"):
+        sensitivities(scenario, "y10_change_bp_mean", CHUNK, seed=SEED, chunk_size=CHUNK,
+                      drivers=["regimes.generator[1][1]"])
+
+
+@pytest.mark.parametrize("drivers", ["", ",", " , "])
+def test_empty_driver_list_is_a_config_error(tmp_path, capsys, drivers):
+    """`--drivers ''` used to run every driver, as if --drivers had been left out."""
+    from jaxstress._cli import main
+
+    out = tmp_path / "sens"
+    assert main(["sensitivities", "april_2025", "--drivers", drivers, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "key '--drivers': give at least one driver name" in err, err
+    assert not out.exists()
 
 
 def test_one_chunk_is_a_config_error(scenario, tmp_path, capsys):
