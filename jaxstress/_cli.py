@@ -396,8 +396,11 @@ def cmd_compare(args) -> int:
     import pathlib
 
     from ._errors import ConfigError
+    from ._output import atomic_file, check_output
 
     summaries = [_read_summary(d) for d in args.runs]
+    out = pathlib.Path(args.out)
+    check_output(out / "compare.png", kind="file")  # before the table is printed, not after it
     labels = [pathlib.Path(d).name or str(d) for d in args.runs]
     if len(set(labels)) < len(labels):
         labels = [str(d) for d in args.runs]
@@ -426,13 +429,10 @@ def cmd_compare(args) -> int:
         print(f"{k:34s} " + " ".join(f"{cell(s, k):>{width}s}" for s in summaries) + f"  {units[k]}")
     from ._plots import compare_chart
 
-    out = pathlib.Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the output directory: {e.strerror}", file=str(out)) from None
-    from ._output import atomic_file
-
     with atomic_file(out / "compare.png", suffix=".png") as tmp:
         compare_chart(summaries, labels, tmp)
     print(f"wrote {out / 'compare.png'}")

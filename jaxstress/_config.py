@@ -53,7 +53,8 @@ def resolve_path(name_or_path: str) -> pathlib.Path:
     p = pathlib.Path(name_or_path)
     if p.suffix == ".toml" or p.exists() or "/" in name_or_path:
         if not p.is_file():
-            raise ConfigError(f"no such file; give a path to a scenario TOML or one of the shipped names: "
+            what = "a directory, not a file" if p.is_dir() else "no such file"
+            raise ConfigError(f"{what}; give a path to a scenario TOML or one of the shipped names: "
                               f"{', '.join(shipped_scenarios())}", file=name_or_path)
         return p
     shipped = configs_dir() / f"{name_or_path}.toml"

@@ -18,6 +18,7 @@ Standard errors come from the spread of the per-chunk estimates (at least 8 chun
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import time
 
@@ -75,8 +76,13 @@ def parse_metric(name: str) -> MetricSpec:
             if base == "portfolio_loss" or base in METRIC_NAMES:
                 q = int(m.group("q")) / 100 if "q" in m.groupdict() else 0.0
                 return MetricSpec(name, base, kind, q=q)
-    known = ", ".join(n for n in METRIC_NAMES if n not in ("regime_logp",))
-    raise ConfigError(f"unknown metric '{name}': use <metric>_mean, <metric>_qNN (quantile), <metric>_esNN "
+    names = [n for n in METRIC_NAMES if n not in ("regime_logp",)]
+    known = ", ".join(names)
+    examples = [f"{n}_{s}" for n in (*names, "portfolio_loss") for s in ("mean", "q99", "es99")]
+    close = difflib.get_close_matches(name, [*examples, "portfolio_loss_var_99", "portfolio_loss_es_99",
+                                             "prob_y10_above_5pct"], n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"unknown metric '{name}'{hint}: use <metric>_mean, <metric>_qNN (quantile), <metric>_esNN "
                       f"(expected shortfall), portfolio_loss_var_99, portfolio_loss_es_99 or "
                       f"prob_y10_above_5pct, with <metric> one of: {known}", key="--metric")
 

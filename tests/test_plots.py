@@ -144,6 +144,13 @@ def test_compare_rejects_missing_or_malformed_summary(runs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and needle in err and str(other) in err
     assert not (tmp_path / "o" / "compare.png").exists()
+    # an --out that is a file is refused before the table is printed (it used to print it, then fail)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    capsys.readouterr()
+    assert main(["compare", str(a), "--out", str(afile)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "is a file, not a directory" in err, err
 
 
 def test_validate(tmp_path, capsys):
@@ -158,6 +165,8 @@ def test_validate(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "curve.kk" in err and "bad.toml" in err
     assert main(["validate", "april_2025", "--set", "holders.japan.holdings=-5"]) == 2
     assert "holders.japan.holdings" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path)]) == 2  # it said "no such file"
+    assert "a directory, not a file; give a path to a scenario TOML" in capsys.readouterr().err
 
 
 class _Tty(io.StringIO):

@@ -198,7 +198,7 @@ def test_metric_function_under_user_jit_and_grad(scenario):
 def test_unknown_metric_and_driver_are_config_errors(scenario):
     from jaxstress import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown metric"):
+    with pytest.raises(ConfigError, match="unknown metric 'y10_chnage_bp_mean' \\(did you mean 'y10_change_bp_mean'"):
         parse_metric("y10_chnage_bp_mean")
     with pytest.raises(ConfigError, match="did you mean"):
         sensitivities(scenario, "y10_change_bp_mean", CHUNK, seed=SEED, chunk_size=CHUNK,
