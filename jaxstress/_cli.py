@@ -73,7 +73,8 @@ def _add_scenario_args(p: argparse.ArgumentParser):
     p.add_argument("scenario", nargs="?", default="april_2025",
                    help="shipped scenario name or path to a TOML file (default: april_2025)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set holders.japan.sell_rate=0.2 (repeatable)")
+                   help="override a config value, e.g. --set holders.japan.sell_rate=0.2 (repeatable); an inline "
+                        "table, e.g. holders.japan={sell_rate=0.2, fima_share=0.1}, sets the keys it gives")
     p.add_argument("--portfolio", help="shipped portfolio name or path to a portfolio TOML")
     p.add_argument("--horizon", type=_positive_float, help="horizon in years")
     p.add_argument("--steps-per-year", type=_positive_int, help="time steps per year (default 252)")

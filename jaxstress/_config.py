@@ -276,7 +276,12 @@ def apply_override(raw: dict, assignment: str) -> None:
     else:
         if not isinstance(node, dict):
             raise ConfigError("cannot set a key inside a non-table value", key=key)
-        node[last] = value
+        if isinstance(value, dict) and isinstance(node.get(last), dict):
+            # an inline table sets the keys it gives and leaves the others, as a file that extends another does
+            # (it used to replace the table: --set holders.japan={sell_rate=0.1} reset Japan's holdings to 0)
+            node[last] = _merge(node[last], value)
+        else:
+            node[last] = value
 
 
 # ----------------------------------------------------------------------------------------------------------------

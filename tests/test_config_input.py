@@ -61,6 +61,20 @@ def test_set_may_add_a_holder_that_gives_its_holdings(overrides):
     assert korea["holdings"] == 120.5 and korea["sell_rate"] == 0.1
 
 
+def test_set_of_an_inline_table_changes_only_the_keys_it_gives():
+    """As a file that extends another: the other keys of the table stay (it used to replace the table, so that
+    --set holders.japan={sell_rate=0.1} reset Japan's holdings to 0 and its other rates to their defaults)."""
+    before = load_scenario("april_2025").config
+    after = load_scenario("april_2025", overrides=["holders.japan={sell_rate=0.1, fima_share=0.2}",
+                                                   "regimes={tariff_shock={tau_vol_mult=2.5}}"]).config
+    assert after["holders"]["japan"] == {**before["holders"]["japan"], "sell_rate": 0.1, "fima_share": 0.2}
+    assert after["holders"]["japan"]["holdings"] == before["holders"]["japan"]["holdings"] > 1000
+    assert after["regimes"] == {**before["regimes"],
+                                "tariff_shock": {**before["regimes"]["tariff_shock"], "tau_vol_mult": 2.5}}
+    assert {k: v for k, v in after.items() if k not in ("holders", "regimes")} == {
+        k: v for k, v in before.items() if k not in ("holders", "regimes")}
+
+
 def test_set_on_an_unknown_regime_is_an_error_with_did_you_mean():
     msg = str(_error("april_2025", overrides=["regimes.calmm.tariff=0.1"]))
     assert msg.startswith("--set regimes.calmm.tariff=0.1: key 'regimes.calmm.tariff': no regime 'calmm' in "
