@@ -26,6 +26,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from . import _data
 from ._curve import zero_yields
+from ._errors import DataError
 
 DT_DAY = 1.0 / 252.0
 BP = 1e-4
@@ -276,6 +277,9 @@ def fit_ou(x: ArrayLike, dt: float = DT_DAY) -> dict[str, float]:
         raise ValueError(f"fit_ou needs a 1-d path of at least 3 points; got shape {xa.shape}")
     if not bool(jnp.all(jnp.isfinite(xa))):
         raise ValueError("fit_ou: the path has NaN or infinite values")
+    if not bool(jnp.any(xa != xa[0])):
+        raise ValueError(f"fit_ou: the path is constant (every value is {float(xa[0]):g}): its mean reversion and "
+                         "volatility are not defined; give a path that moves")
     out = {key: float(v) for key, v in _ou_core(xa, dt).items()}
     b, k, n = out["b"], out["k"], out["n"]
     stationary = 0.0 < b < 1.0
@@ -395,7 +399,12 @@ def fit_hamilton(
         raise ValueError(f"fit_hamilton needs a 1-d series of at least {10 * n_regimes} points; got {y.shape}")
     if n_regimes < 2:
         raise ValueError("fit_hamilton needs n_regimes >= 2")
+    if not bool(jnp.all(jnp.isfinite(y))):
+        raise ValueError("fit_hamilton: the series has NaN or infinite values")
     center, scale = jnp.mean(y), jnp.std(y)
+    if not float(scale) > 0.0:
+        raise ValueError(f"fit_hamilton: the series is constant (every value is {float(y[0]):g}): it has no variance "
+                         "to split into regimes; give a series that moves")
     z = (y - center) / scale
     key_mu, key_var = jax.random.split(jax.random.PRNGKey(seed))
     dtype = z.dtype
@@ -447,6 +456,21 @@ def _iso(d) -> str:
     return str(np.datetime64(d, "D"))
 
 
+def _refuse_constant(series: Mapping[str, np.ndarray], where: str) -> None:
+    """DataError naming the series (percent) that do not move over the window: a constant series has no dynamics
+    to fit (its OU regression divides 0 by 0, its daily changes have no variance for the regimes)."""
+    flat = [c for c, v in series.items() if not np.any(v != v[0])]
+    if not flat:
+        return
+    files = _data.history_columns()
+    levels = ", ".join(f"{c} {float(series[c][0]):g}%" for c in flat)
+    by_file = ", ".join(dict.fromkeys(files.get(c, _data.CMT_FILE) for c in flat))
+    raise DataError(f"{', '.join(flat)} ({by_file}) {'does' if len(flat) == 1 else 'do'} not move over {where} "
+                    f"(constant: {levels}): a series that does not move has no dynamics to fit (mean reversion, "
+                    "volatility, regimes of its daily changes); choose a longer or another window (--start, --end), "
+                    "or check the data file")
+
+
 def calibrate_history(
     start,
     end,
@@ -475,6 +499,7 @@ def _calibrate_history(start, end, data_dir, seed, hamilton_steps, curve_weights
     span = f"{first}..{last}"
     n_days = len(dates)
     files = _data.history_columns()
+    _refuse_constant({c: v * 100.0 for c, v in hist.items()}, f"the {n_days} days of {span} that have every series")
 
     fit = fit_curve(hist, weights=curve_weights)
     rmse = fit.rmse_by_maturity()
@@ -505,6 +530,7 @@ def _calibrate_history(start, end, data_dir, seed, hamilton_steps, curve_weights
     ok = ~np.isnan(y10)
     d10, y10 = d10[ok], y10[ok]
     dy_bp = np.diff(y10) * 100.0
+    _refuse_constant({"DGS10": y10}, f"the {len(y10)} days of DGS10 in {_iso(d10[0])}..{_iso(d10[-1])}")
     ham = fit_hamilton(dy_bp, 2, hamilton_steps, seed)
     gen = generator_from_transition(ham["transition"], dt)
     vol_annual = np.sqrt(ham["variances"] * round(1 / dt)) * BP

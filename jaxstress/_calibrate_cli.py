@@ -144,6 +144,12 @@ def _positive(value, what: str) -> None:
         raise ConfigError(f"expected a positive integer, got {value}", key=what)
 
 
+def _positive_number(value: float, what: str, *, zero: bool = False) -> None:
+    """ConfigError naming the option unless value is finite and > 0 (>= 0 with zero=True)."""
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise ConfigError(f"expected a finite number {'>= 0' if zero else '> 0'}, got {value:g}", key=what)
+
+
 def _toml_out(path: str) -> pathlib.Path:
     p = pathlib.Path(path)
     if p.suffix != ".toml":
@@ -185,8 +191,8 @@ def cmd_event(args) -> int:
             raise ConfigError(f"expected a number of bp or 'sd', got '{args.scale}'", key="--scale") from None
         if not scale > 0:
             raise ConfigError(f"expected a positive number of bp, got {args.scale}", key="--scale")
-    if not args.lr > 0 or not args.prior_weight >= 0:
-        raise ConfigError("--lr must be > 0 and --prior-weight >= 0")
+    _positive_number(args.lr, "--lr")
+    _positive_number(args.prior_weight, "--prior-weight", zero=True)
     base = load_scenario(args.base, args.overrides)  # validates the base and the overrides
     params = _split(args.params) if args.params else None
     if params:  # named as the option the user typed (fit_event's argument is params_to_fit); "" = the defaults
@@ -432,8 +438,8 @@ def cmd_reverse(args) -> int:
         _positive(v, what)
     if args.horizon is not None and not (args.horizon > 0 and math.isfinite(args.horizon)):
         raise ConfigError(f"expected a positive number of years, got {args.horizon}", key="--horizon")
-    if not args.lr > 0 or not args.width > 0:
-        raise ConfigError("--lr and --width must be > 0")
+    _positive_number(args.lr, "--lr")
+    _positive_number(args.width, "--width")
     scenario = load_scenario(args.scenario, args.overrides, horizon=args.horizon)
     resolve_drivers(scenario, drivers)  # unknown drivers fail here, before anything is compiled
     out = check_output(args.out)  # a directory that can be written, checked before the work

@@ -57,7 +57,7 @@ import optax
 
 from . import _data
 from ._config import Scenario, _fmt, configs_dir, load_scenario, parse_key, parse_value, resolve_path, validate
-from ._errors import ConfigError, DataError
+from ._errors import ConfigError, DataError, SimulationError
 from ._output import atomic_file
 from ._reverse import Driver, finite_block_draws, resolve_drivers, set_values
 from ._schema import SECTIONS
@@ -75,6 +75,12 @@ TARGETS: dict[str, tuple[str, str, str]] = {
     "term_premium": ("term_premium_10y_change_bp", _data.TERM_PREMIUM_FILE, "ACMTP10"),
 }
 _METRIC_IDX = tuple(METRIC_NAMES.index(TARGETS[t][0]) for t in TARGETS)
+# A simulated mean change beyond this (bp: a yield moving by 100 percentage points over the window) is a simulation
+# that diverged, not a market move: the fit refuses to start from it or to write it.
+DIVERGED_BP = 1e4
+_DIVERGED_HINT = ("the simulation diverged under these parameters (e.g. price impact feeding on itself: a large "
+                  "impact.lambda0 with a small dealers.capacity or impact.depth, or huge shock sizes): undo or soften "
+                  "the --set changes (or the base's values) that cause it")
 REGIME_PARAMS = ("tau_shift", "jump_tau_mean", "jump_pi_mean", "pi_shift", "foreign_selling")
 GLOBAL_PARAMS = ("basis_funds.haircut_vol", "impact.lambda0")
 
@@ -98,10 +104,12 @@ def parse_targets(targets: str | Sequence[str] | None) -> tuple[str, ...]:
     if targets is None:
         return tuple(TARGETS)
     items = [t.strip() for t in (targets.split(",") if isinstance(targets, str) else targets) if t.strip()]
-    bad = [t for t in items if t not in TARGETS]
-    if bad or not items:
-        raise ConfigError(f"unknown target(s) {', '.join(bad) or '(none)'}: choose from {', '.join(TARGETS)}",
+    if not items:
+        raise ConfigError(f"no target given: give at least one of {', '.join(TARGETS)} (comma-separated)",
                           key="--targets")
+    bad = [t for t in items if t not in TARGETS]
+    if bad:
+        raise ConfigError(f"unknown target(s) {', '.join(bad)}: choose from {', '.join(TARGETS)}", key="--targets")
     if len(set(items)) != len(items):
         raise ConfigError("targets repeated", key="--targets")
     return tuple(items)
@@ -122,21 +130,45 @@ class Window:
         return f"{self.first}..{self.last}"
 
 
+def _column_dates(file: str, col: str, data_dir=None) -> np.ndarray:
+    """The dates with a value of one column of a data file (whole file)."""
+    d, v = _data.load_series(file, col, None, None, data_dir, min_rows=0)
+    return d[~np.isnan(v)]
+
+
 def _data_range(file: str, col: str, data_dir=None) -> str:
     """'the data cover FIRST..LAST' of one column of a data file (for messages about a window without data)."""
-    d, v = _data.load_series(file, col, None, None, data_dir, min_rows=0)
-    d = d[~np.isnan(v)]
+    d = _column_dates(file, col, data_dir)
     return f"the data cover {d[0]}..{d[-1]}" if len(d) else "the column has no data"
 
 
+def _outside(start, end, dates: np.ndarray) -> str:
+    """'' if [start, end] lies within dates[0]..dates[-1], else what sticks out ('starts before ...')."""
+    lo, hi = np.datetime64(start, "D"), np.datetime64(end, "D")
+    why = []
+    if lo < dates[0]:
+        why.append(f"starts before the first date of the data ({dates[0]})")
+    if hi > dates[-1]:
+        why.append(f"ends after the last date of the data ({dates[-1]})")
+    return " and ".join(why)
+
+
 def event_window(start, end, data_dir=None) -> Window:
-    """The business days of [start, end] in the CMT data (DGS10 rows); at least two rows."""
-    d, y = _data.load_series(_data.CMT_FILE, "DGS10", start, end, data_dir, min_rows=0)
-    d = d[~np.isnan(y)]
+    """The business days of [start, end] in the CMT data (DGS10 rows); at least two rows, and the window within
+    the data's dates (a window reaching past them would be fitted to the days that happen to exist)."""
+    all_days = _column_dates(_data.CMT_FILE, "DGS10", data_dir)
+    lo, hi = np.datetime64(start, "D"), np.datetime64(end, "D")
+    d = all_days[(all_days >= lo) & (all_days <= hi)]
     if len(d) < 2:
         raise DataError(f"the window {start}..{end} has {len(d)} day(s) of DGS10 data ("
                         f"{_data_range(_data.CMT_FILE, 'DGS10', data_dir)}); an event window needs at least two (a "
-                        "start and an end date)", file=_data.CMT_FILE, key="DGS10")
+                        "start and an end date): choose a --window inside the data, or a --data folder whose files "
+                        "cover it", file=_data.CMT_FILE, key="DGS10")
+    why = _outside(start, end, all_days)
+    if why:
+        raise DataError(f"the window {start}..{end} {why}: the data cover {all_days[0]}..{all_days[-1]}, so the fit "
+                        f"would see only {len(d)} of its dates ({d[0]}..{d[-1]}); choose a --window inside the "
+                        "data, or a --data folder whose files cover it", file=_data.CMT_FILE, key="DGS10")
     return Window(str(d[0]), str(d[-1]), len(d) - 1)
 
 
@@ -151,6 +183,12 @@ def observed_changes(window: Window, targets: Sequence[str], data_dir=None) -> t
         if len(d) < 2:
             raise DataError(f"fewer than two observations in {window.label} ({_data_range(file, col, data_dir)}); "
                             f"drop '{t}' from --targets or choose a window inside the data", file=file, key=col)
+        cover = _column_dates(file, col, data_dir)
+        why = _outside(window.first, window.last, cover)
+        if why:
+            raise DataError(f"the window {window.label} {why} (the data cover {cover[0]}..{cover[-1]}): its change "
+                            f"would be measured over {d[0]}..{d[-1]} only; drop '{t}' from --targets or choose a "
+                            "--window inside the data", file=file, key=col)
         obs[t] = float((v[-1] - v[0]) * 100.0)
         detail[t] = {"file": file, "column": col, "from": str(d[0]), "to": str(d[-1]), "start_pct": float(v[0]),
                      "end_pct": float(v[-1])}
@@ -351,6 +389,9 @@ def fit_event(
         if missing:
             raise ConfigError(f"observed= lacks target(s) {', '.join(missing)}")
         obs = {t: float(observed[t]) for t in tg}
+        bad = [f"{t} = {v}" for t, v in obs.items() if not math.isfinite(v)]
+        if bad:
+            raise ConfigError(f"observed changes must be finite numbers of bp, got {', '.join(bad)}")
         detail = {t: {"file": "(given)", "column": t} for t in tg}
     base = scenario.file or scenario.name if isinstance(scenario, Scenario) else str(scenario)
     sc = window_scenario(scenario, window.n_days, overrides)
@@ -358,6 +399,7 @@ def fit_event(
     if steps < 0 or n_paths < 1:
         raise ConfigError("steps must be >= 0 and paths >= 1")
     model = _Model(sc, names, n_paths, dtype)
+    n_used = model.n_blocks * BLOCK
     drivers = [model.drivers[i] for i in model.fit_idx]
     x0 = np.array([d.x0 for d in drivers])
     ps = {d.name: default_prior_scale(d) for d in drivers}
@@ -377,6 +419,7 @@ def fit_event(
     tc = time.perf_counter()
     _, means0, sds0, _ = model(x0, seed, o, w, np.ones(k))
     compile_s = time.perf_counter() - tc
+    _check_means(means0, sds0, f"at the starting values ({_at(drivers, x0)})", window, n_used, seed)
     if scale == "sd":
         s = np.maximum(sds0, 1e-3)
         scale_mode = "simulated sd at the start (held fixed)"
@@ -396,8 +439,26 @@ def fit_event(
     history = []
     data_loss0 = None
     for it in range(steps + 1):
-        dl, means, sds, g = model(x0 + pscale * u, seed, o, w, s)
+        x = x0 + pscale * u
+        dl, means, sds, g = model(x, seed, o, w, s)
         loss = dl + prior_weight * float(u @ u)
+        if not (math.isfinite(loss) and np.all(np.isfinite(g))):
+            _check_means(means, sds, f"at Adam step {it} of {steps} ({_at(drivers, x)})", window, n_used, seed)
+            what = "the loss" if not math.isfinite(loss) else "its gradient"
+            if it == 0 and not math.isfinite(loss):
+                raise SimulationError(
+                    f"the loss at the starting values is not finite ({loss:.6g}) although the simulated mean changes "
+                    f"are ({_means_text(means, tg)} bp, against observed {_means_text(o, tg)} bp, scale "
+                    f"{_means_text(s, tg)} bp): the observed changes are too far off to fit; check the data of the "
+                    "window (or the observed changes given) and --scale; nothing is written")
+            if it == 0:
+                raise SimulationError(f"the gradient of the loss at the starting values is not finite "
+                                      f"({_at(drivers, x)}): {_DIVERGED_HINT}; nothing is written")
+            raise SimulationError(
+                f"{what} became non-finite at Adam step {it} of {steps} (loss {loss:.6g}; {_at(drivers, x)}; it was "
+                f"{history[-1]:.6g} at step {it - 1}): the steps took the parameters where the simulation diverges; "
+                f"use a smaller --lr (now {lr:g}) or a larger --prior-weight (now {prior_weight:g}), leave the "
+                "parameter that runs off out of --params, or soften the --set changes; nothing is written")
         history.append(loss)
         if data_loss0 is None:
             data_loss0 = dl
@@ -409,10 +470,18 @@ def fit_event(
         upd, state = update(jnp.asarray(grad, jnp.float32), state)
         u = np.clip(u + np.asarray(upd, np.float64), lo_u, hi_u)
     x_fit = x0 + pscale * u
+    if not np.all(np.isfinite(x_fit)):
+        raise SimulationError(f"the fitted values are not finite ({_at(drivers, x_fit)}) after {steps} Adam steps: "
+                              f"use a smaller --lr (now {lr:g}); nothing is written")
     fitted = {d.name: _clean(float(v), d) for d, v in zip(drivers, x_fit)}
     x_clean = np.array(list(fitted.values()))
     data_loss1, means1, sds1, _ = model(x_clean, seed, o, w, s)
+    _check_means(means1, sds1, f"at the fitted values ({_at(drivers, x_clean)})", window, n_used, seed)
     _, means_f, sds_f, _ = model(x_clean, seed + 1, o, w, s)
+    _check_means(means_f, sds_f, f"at the fitted values ({_at(drivers, x_clean)})", window, n_used, seed + 1)
+    if not math.isfinite(data_loss1):
+        raise SimulationError(f"the loss at the fitted values is not finite ({data_loss1:.6g}; "
+                              f"{_at(drivers, x_clean)}): " + _DIVERGED_HINT + "; nothing is written")
 
     def tab(m, sd):
         return {t: {"mean": float(m[i]), "sd": float(sd[i])} for i, t in enumerate(TARGETS)}
@@ -426,6 +495,25 @@ def fit_event(
         n_paths=model.n_blocks * BLOCK, seed=seed, steps=steps, lr=lr, prior_weight=prior_weight,
         sources=sources_text(tg) if observed is None else "given observations",
         wall_s=time.perf_counter() - t_start, compile_s=compile_s)
+
+
+def _at(drivers: Sequence[Driver], x) -> str:
+    return ", ".join(f"{d.name} = {float(v):.6g}" for d, v in zip(drivers, x))
+
+
+def _means_text(values, targets: Sequence[str]) -> str:
+    return ", ".join(f"{t} {float(values[i]):.6g}" for i, t in enumerate(TARGETS) if t in targets)
+
+
+def _check_means(means, sds, where: str, window: Window, n_paths: int, seed: int) -> None:
+    """SimulationError if a simulated mean change (or sd) is not finite or beyond DIVERGED_BP: a simulation that
+    diverged, from which no fit is made and nothing is written."""
+    bad = [f"{t} {float(means[i]):.6g}" for i, t in enumerate(TARGETS)
+           if not (math.isfinite(means[i]) and math.isfinite(sds[i]) and abs(means[i]) <= DIVERGED_BP)]
+    if bad:
+        raise SimulationError(
+            f"the simulated mean changes over {window.label} {where} are not finite or beyond {DIVERGED_BP:g} bp "
+            f"({', '.join(bad)} bp; {n_paths} paths, seed {seed}): {_DIVERGED_HINT}; nothing is written")
 
 
 def _clean(v: float, d: Driver) -> float:
@@ -513,7 +601,11 @@ def write_override_toml(base: str, entries: Sequence[tuple[str, object, str]], o
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out_path, suffix=".toml") as tmp:
         tmp.write_text(text)
-        load_scenario(str(tmp))  # validate before it replaces anything
+        try:
+            load_scenario(str(tmp))  # validate before it replaces anything
+        except ConfigError as e:  # named as the file it would have been, not the temporary file (deleted)
+            raise ConfigError(f"not written, the values would not make a valid scenario: "
+                              f"{str(e).replace(str(tmp), str(out_path))}") from None
     return out_path
 
 

@@ -383,3 +383,150 @@ def test_cli_registers_the_verbs():
                               "y.toml"])
     assert (args.command, args.calibrate_command, args.paths, args.steps) == ("calibrate", "event", 2048, 150)
     assert np.isclose(args.lr, 0.05)
+
+
+# ------------------------------------------------------------------------------------------------ audit: bad input
+
+
+def _data_copy(tmp_path):
+    import shutil
+
+    from jaxstress._data import DATA_DIR
+
+    d = tmp_path / "data"
+    d.mkdir()
+    for f in DATA_DIR.glob("*.csv"):
+        shutil.copy(f, d / f.name)
+    return d
+
+
+@pytest.mark.parametrize("window, why", [
+    (("2026-06-20", "2026-08-01"), r"ends after the last date of the data \(2026-06-24\)"),
+    (("1989-12-20", "1990-01-10"), r"starts before the first date of the data \(1990-01-02\)"),
+])
+def test_event_window_reaching_past_the_data_is_an_error(window, why):
+    with pytest.raises(ConfigError, match=rf"key 'DGS10': the window {window[0]}\.\.{window[1]} {why}: the data "
+                                          r"cover 1990-01-02\.\.2026-06-24.*choose a --window inside the data, or a "
+                                          r"--data folder"):
+        event_window(*window)
+
+
+def test_event_target_whose_data_do_not_cover_the_window_is_an_error():
+    w = event_window("2002-12-20", "2003-01-10")  # CMT data cover it; T10YIE starts on 2003-01-02
+    assert observed_changes(w, ["y10"])[0]["y10"] == pytest.approx((4.16 - 3.97) * 100)
+    with pytest.raises(ConfigError, match=r"key 'T10YIE': the window 2002-12-20\.\.2003-01-10 starts before the first "
+                                          r"date of the data \(2003-01-02\).*drop 'breakeven' from --targets"):
+        observed_changes(w, ["y10", "breakeven"])
+
+
+def test_event_cli_window_past_the_data_fails_before_the_fit(tmp_path, capsys):
+    out = tmp_path / "e.toml"
+    rc = run_cli(["calibrate", "event", "--base", "april_2025_prior", "--window", "2026-06-20:2026-08-01", "--out",
+                  str(out), "--paths", "1", "--steps", "0"])
+    stdout, err = capsys.readouterr()
+    assert rc == 2 and "2026-06-20..2026-08-01 ends after the last date" in err and "--window" in err, err
+    assert stdout == "" and not out.exists()
+
+
+def test_event_cli_huge_value_in_the_data_fails_before_the_fit(tmp_path, capsys):
+    data = _data_copy(tmp_path)
+    path = data / "ust_cmt_yields_daily_fred.csv"
+    text = path.read_text()
+    row = "\n2025-04-11,4.37,4.34,4.21,4.04,3.96,3.98,4.15,4.32,4.48,"
+    assert row in text
+    path.write_text(text.replace(row, row.replace("4.48,", "1e30,")))
+    out = tmp_path / "e.toml"
+    rc = run_cli(["calibrate", "event", "--base", "april_2025_prior", "--window", "2025-04-02:2025-04-11", "--data",
+                  str(data), "--out", str(out), "--paths", "1", "--steps", "0"])
+    stdout, err = capsys.readouterr()
+    assert rc == 2 and "key 'DGS10': line" in err and "(2025-04-11): value '1e30' is outside" in err, err
+    assert stdout == "" and not out.exists()
+
+
+def _fake_model(monkeypatch, means=10.0, loss=1.0, bad_grad_at=None):
+    """Replace the simulator by a stub (no compilation): constant means, the given loss, a NaN gradient from
+    call `bad_grad_at` on (call 0 is the start's evaluation before the loop)."""
+    import jaxstress._event as ev
+
+    calls = []
+
+    def call(self, x_fit, seed, observed, weights, scale):
+        calls.append(seed)
+        g = np.full(len(self.fit_idx), 0.1)
+        if bad_grad_at is not None and len(calls) > bad_grad_at:
+            g[0] = np.nan
+        return loss, np.full(len(TARGETS), means), np.full(len(TARGETS), 30.0), g
+
+    monkeypatch.setattr(ev._Model, "__call__", call)
+    return calls
+
+
+def test_event_fit_refuses_a_non_finite_starting_loss(monkeypatch):
+    from jaxstress._errors import SimulationError
+
+    _fake_model(monkeypatch, loss=math.inf)
+    with pytest.raises(SimulationError, match=r"the loss at the starting values is not finite \(inf\) although the "
+                                              r"simulated mean changes are \(y10 10 bp, against observed y10 28 bp"):
+        fit_event("april_2025_prior", *APRIL, targets=["y10"], n_paths=PATHS, steps=3)
+
+
+def test_event_fit_refuses_a_diverged_start(monkeypatch):
+    from jaxstress._errors import SimulationError
+
+    _fake_model(monkeypatch, means=6.6e6)
+    with pytest.raises(SimulationError, match=r"mean changes over 2025-04-02\.\.2025-04-11 at the starting values "
+                                              r"\(.*impact\.lambda0 = .*\) are not finite or beyond 10000 bp \(y2 "
+                                              r"6\.6e\+06.*the simulation diverged under these parameters"):
+        fit_event("april_2025_prior", *APRIL, n_paths=PATHS, steps=3)
+
+
+def test_event_fit_stops_when_the_gradient_turns_non_finite(monkeypatch):
+    from jaxstress._errors import SimulationError
+
+    calls = _fake_model(monkeypatch, bad_grad_at=3)
+    with pytest.raises(SimulationError, match=r"its gradient became non-finite at Adam step 2 of 50 .*use a smaller "
+                                              r"--lr \(now 0\.05\)"):
+        fit_event("april_2025_prior", *APRIL, targets=["y10"], n_paths=PATHS, steps=50)
+    assert len(calls) == 4  # stopped there, not after 50 more steps
+
+
+def test_event_cli_diverging_overrides_stop_at_the_start(tmp_path, capsys):
+    """The audit's case: lambda0 = 1 with dealer capacity 1.01 simulates moves of millions of bp; the fit went on
+    to NaN values and then named a deleted temporary file."""
+    out = tmp_path / "e.toml"
+    rc = run_cli(["calibrate", "event", "--base", "april_2025_prior", "--window", "2025-04-02:2025-04-11", "--set",
+                  "impact.lambda0=1", "--set", "dealers.capacity=1.01", "--out", str(out), "--paths", "1",
+                  "--steps", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "at the starting values" in err and "the simulation diverged under these parameters" in err, err
+    assert ".e." not in err and "nan" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_fitted_config_names_the_output_not_a_temporary_file(tmp_path):
+    out = tmp_path / "fit.toml"
+    with pytest.raises(ConfigError) as e:
+        write_fitted_config("april_2025_prior", {"impact.lambda0": math.nan}, out, APRIL)
+    msg = str(e.value)
+    assert msg.startswith(f"not written, the values would not make a valid scenario: {out}, key 'impact.lambda0'"), msg
+    assert ".fit." not in msg and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reverse", "april_2025_prior", "--lr", "0"], "key '--lr': expected a finite number > 0, got 0"),
+    (["reverse", "april_2025_prior", "--width", "-0.5"], "key '--width': expected a finite number > 0, got -0.5"),
+    (["calibrate", "event", "--lr", "0"], "key '--lr': expected a finite number > 0, got 0"),
+    (["calibrate", "event", "--prior-weight", "-1"], "key '--prior-weight': expected a finite number >= 0, got -1"),
+    (["calibrate", "event", "--targets", ""], "key '--targets': no target given: give at least one of y2, y10, y30, "
+                                              "breakeven, term_premium (comma-separated)"),
+])
+def test_cli_messages_name_the_option_that_is_wrong(argv, message, tmp_path, capsys):
+    if argv[0] == "reverse":
+        argv = argv + ["--target", "y10_change_bp_mean=20", "--drivers", TAU, "--out", str(tmp_path / "rev")]
+    else:
+        argv = argv + ["--window", "2025-04-02:2025-04-11", "--base", "april_2025_prior", "--out",
+                       str(tmp_path / "x.toml")]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"jaxstress: error: {message}\n", err
