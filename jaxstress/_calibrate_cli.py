@@ -78,12 +78,13 @@ def add_parsers(subparsers) -> dict[str, Callable[[argparse.Namespace], int]]:
     r.add_argument("--out", required=True, metavar="DIR", help="output directory for reverse.json")
     r.add_argument("--paths", type=int, default=4096, help="paths of the optimisation (default 4096)")
     r.add_argument("--seed", type=_seed, default=0, help="seed of the optimisation paths (default 0)")
-    r.add_argument("--steps", type=int, default=100, help="most gradient evaluations (default 100)")
+    r.add_argument("--steps", type=int, default=100, help="most gradient evaluations after the first (default 100)")
     r.add_argument("--fresh-paths", type=int, default=None, help="paths of the re-estimate (default 2 x --paths)")
     r.add_argument("--fresh-seed", type=_seed, default=None, help="seed of the re-estimate (default --seed + 1)")
     r.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default 0.02)")
     r.add_argument("--width", type=float, default=0.05,
-                   help="smoothing width of probability metrics, percent (default 0.05)")
+                   help="smoothing width of probability metrics (prob_y10_...), in "
+                        "percentage points of the 10y yield (default 0.05)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
     r.add_argument("--horizon", type=float, default=None, help="horizon in years (default: the scenario's)")

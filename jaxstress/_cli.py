@@ -76,8 +76,11 @@ def _add_scenario_args(p: argparse.ArgumentParser):
                    help="override a config value, e.g. --set holders.japan.sell_rate=0.2 (repeatable); an inline "
                         "table, e.g. holders.japan={sell_rate=0.2, fima_share=0.1}, sets the keys it gives")
     p.add_argument("--portfolio", help="shipped portfolio name or path to a portfolio TOML")
-    p.add_argument("--horizon", type=_positive_float, help="horizon in years")
-    p.add_argument("--steps-per-year", type=_positive_int, help="time steps per year (default 252)")
+    p.add_argument("--horizon", type=_positive_float,
+                   help="horizon in years (default: the scenario's simulation.horizon)")
+    p.add_argument("--steps-per-year", type=_positive_int,
+                   help="time steps per year (default: the scenario's simulation.steps_per_year, 252 in the shipped "
+                        "ones)")
     p.add_argument("--float64", action="store_true", help="simulate in float64 (default float32)")
 
 
@@ -92,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     run.add_argument("--out", default="runs/latest", help="output directory (default runs/latest)")
     run.add_argument("--chunk-size", type=_positive_int,
-                     help="paths per chunk (default: 16384 on CPU, fastest in its caches; on a GPU the largest power "
-                          "of two up to 4194304 that fits 30%% of its memory)")
+                     help="the most paths a chunk holds; chunks are evened out (100000 paths run as 7 of 14336) "
+                          "(default: 16384 on CPU, fastest in its caches; on a GPU the largest power of two up to "
+                          "4194304 that fits 30%% of its memory)")
     run.add_argument("--paths-npz-limit", type=_nonneg_int, default=100_000,
                      help="write paths.npz only for runs of at most this many paths (default 100000)")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -111,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--metric", default="y10_change_bp_mean",
                       help="metric to differentiate, e.g. y10_change_bp_mean, y10_change_bp_q99, "
                            "prob_y10_above_5pct, portfolio_loss_es_99 (default y10_change_bp_mean)")
-    sens.add_argument("--paths", type=_positive_int, default=16384, help="Monte Carlo paths (default 16384)")
+    sens.add_argument("--paths", type=_positive_int, default=16384,
+                      help="Monte Carlo paths, rounded up to whole chunks of whole 256-path blocks, at least two "
+                           "chunks (default 16384)")
     sens.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     sens.add_argument("--out", default="runs/sensitivities", help="output directory (default runs/sensitivities)")
     sens.add_argument("--drivers", help="comma-separated dotted config keys (default: every driver)")
@@ -133,15 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="forward throughput, gradient/forward time ratio, compile time, peak memory")
     bn.add_argument("scenario", nargs="?", default="april_2025", help="scenario (default april_2025)")
     bn.add_argument("--paths", type=_positive_int, default=65536, help="paths (default 65536)")
-    bn.add_argument("--steps", type=_positive_int, help="time steps (default: the scenario's horizon)")
+    bn.add_argument("--steps", type=_positive_int, help="time steps (default: the scenario's, its horizon x "
+                    "steps per year)")
     bn.add_argument("--chunk-size", type=_positive_int,
                     help="forward chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--grad-chunk-size", type=_positive_int,
                     help="gradient chunk (default: 16384 on CPU, sized to a GPU's memory there)")
     bn.add_argument("--no-grad", action="store_true", help="forward only")
     bn.add_argument("--retain", type=_nonneg_int, default=200_000,
-                    help="paths whose reporting dates are kept, as in a run (default 200000, run's default); the "
-                         "others are observed at the horizon only")
+                    help="as in a run (default 200000, run's default): every path of a chunk that holds any of "
+                         "the first RETAIN paths is observed at the reporting dates, the other chunks at the horizon "
+                         "only")
     bn.add_argument("--repeats", type=_positive_int, default=5,
                     help="timed runs of the forward and the gradient, alternated; the best of each is reported "
                          "(default 5)")

@@ -160,7 +160,9 @@ def main():
     ap.add_argument("--paths", type=int, default=65536)
     ap.add_argument("--steps", type=int, default=63)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--float32-only", action="store_true", help="skip float64 and the fold_in draws")
+    ap.add_argument("--float32-only", action="store_true",
+                    help="stop after float32's code-shape rows: skip the jax.random fold_in draws, the 'random "
+                         "numbers only' and 'lean baseline' rows, and all of float64")
     ap.add_argument("--chunks", default="4096,16384,65536,262144",
                     help="float32 chunk sizes, comma-separated (on a GPU use millions: 1048576,4194304)")
     ap.add_argument("--kernel-parts", action=argparse.BooleanOptionalAction, default=None,
