@@ -56,7 +56,8 @@ KIND_MEANING = {  # how `_portfolio.position_values` values each kind at time t 
     "future": "a Treasury future, its cheapest-to-deliver as a bond of this maturity that ages: P&L only, notional x "
               "(clean price at t - clean price at 0) / clean price at 0, the clean price being the price less the "
               "accrued coupon (a negative notional is a short hedge)",
-    "equity": "equities: notional x the simulated equity index (1 at t = 0)",
+    "equity": "equities: notional x the simulated equity index over its value at t = 0 (`S_t`; the reported "
+              "`equity_index` is 100 `S_t`)",
     "cash": "cash: notional x the accrued short-rate factor",
 }
 

@@ -2,8 +2,9 @@
 
 Sharded runs use the 4 fake CPU devices of the test session (conftest.py). Comparisons are in float64: sharding
 compiles a different (SPMD) program, whose float32 rounding differs from the one-device program's in the last
-bits, as a change of chunk size does; in float64 that is far below the 1e-6 relative tolerance. The runs use
-`april_2025` over a quarter in chunks of 1024 paths, the shape test_engine compiles.
+bits (a change of chunk size runs the same per-path program and changes nothing); in float64 that is far below
+the 1e-6 relative tolerance. The runs use `april_2025` over a quarter in chunks of 1024 paths, the shape
+test_engine compiles.
 
 The multi-process test launches two `python -m jaxstress run --distributed` processes on 127.0.0.1 (gloo
 collectives on CPU) and a one-process reference run beside them; the outputs must be identical.
