@@ -11,6 +11,7 @@ from ._curve import par_yield_from_zero as par_yield_from_zero
 from ._curve import zero_yields as zero_yields
 from ._errors import ConfigError as ConfigError
 from ._errors import DataError as DataError
+from ._errors import SimulationError as SimulationError
 from ._metrics import summarize as summarize
 from ._portfolio import Portfolio as Portfolio
 from ._portfolio import load_portfolio as load_portfolio

@@ -896,6 +896,17 @@ def pipelined(items, dispatch, collect, first=None):
         collect(*pending)
 
 
+def _check_counts(**counts: tuple) -> None:
+    """ValueError naming the argument unless each value (None allowed) is an integer >= its least."""
+    for name, (value, least) in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{name} must be an integer >= {least}, got {type(value).__name__} {value!r}")
+        if value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value}")
+
+
 def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | None = None, retain: int = 200_000,
              dtype=None, progress: Callable[[int, int], None] | None = None, devices: int | None = None,
              distributed: bool = False) -> SimulationResult:
@@ -911,8 +922,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     path order (`_distributed.gather_chunks`) and every process returns the whole result.
     Per path, results do not depend on chunk size, device count or process count (draws are counter-based).
     """
-    if n_paths < 1:
-        raise ValueError("paths must be >= 1")
+    _check_counts(n_paths=(n_paths, 1), chunk_size=(chunk_size, 1), retain=(retain, 0), devices=(devices, 1))
     params = scenario.params(dtype)
     reports = report_steps(scenario.config, params.n_steps)
     blocks_total = -(-n_paths // BLOCK)

@@ -700,6 +700,21 @@ def test_explosive_parameters_in_gradients_are_one_error(tmp_path, verb):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"n_paths": 0}, "n_paths must be an integer >= 1, got 0"),
+    ({"n_paths": 2.5}, "n_paths must be an integer >= 1, got float 2.5"),
+    ({"n_paths": 256, "chunk_size": 0}, "chunk_size must be an integer >= 1, got 0"),  # it ran in chunks of 256
+    ({"n_paths": 256, "retain": -1}, "retain must be an integer >= 0, got -1"),  # numpy's "negative dimensions"
+    ({"n_paths": 256, "devices": 0}, "devices must be an integer >= 1, got 0"),
+])
+def test_simulate_checks_its_counts(kwargs, needle):
+    """The Python API names a bad count before any work (the CLI checks its options itself)."""
+    from jaxstress import simulate
+
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        simulate(load_scenario(SCENARIO), **kwargs)
+
+
 def test_non_finite_sensitivity_values_name_the_paths():
     from jaxstress._errors import SimulationError
     from jaxstress._sensitivities import check_finite_result
