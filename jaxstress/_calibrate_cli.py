@@ -364,6 +364,7 @@ def cmd_history(args) -> int:
     from ._calibrate import calibrate_history
     from ._config import load_scenario
     from ._event import write_override_toml
+    from ._output import atomic_file
 
     start, end = _date(args.start, "--start"), _date(args.end, "--end")
     if end <= start:
@@ -381,8 +382,9 @@ def cmd_history(args) -> int:
     entries, comments, header = history_entries(res, base, out.stem)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_name(f"{out.stem}_regimes.png")
-    regimes_chart(res, png, args.data)
-    write_override_toml("baseline", entries, out, header, comments)
+    with atomic_file(png, suffix=".png") as tmp_png:  # in place only once the fitted file is written
+        regimes_chart(res, tmp_png, args.data)
+        write_override_toml("baseline", entries, out, header, comments)
     load_scenario(str(out))  # the file written is a valid scenario
     print(f"wrote {out} (valid scenario, extends baseline) and {png} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -396,3 +396,21 @@ def test_history_file_of_one_year_says_one_year_and_why_k_equals_kc(tmp_path, ca
     assert "[curve]\n# k = kc = " in text and "not a bound or a starting value" in text
     nr = text[text.index("[neutral_rate]"):].split("\n[")[0]
     assert "1 year of data cannot pin down" in nr and "7 years cannot" not in nr, nr
+    assert (tmp_path / "h1_regimes.png").stat().st_size > 10_000
+
+
+def test_history_chart_is_not_left_when_the_fitted_file_is_not_written(tmp_path, monkeypatch, capsys):
+    """The chart is moved into place only once the fitted file is written (it used to be drawn first, and stay)."""
+    from jaxstress import _event
+    from jaxstress._cli import main
+    from jaxstress._errors import ConfigError
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("not written (a test)")
+
+    monkeypatch.setattr(_event, "write_override_toml", refuse)
+    out = tmp_path / "h2.toml"
+    assert main(["calibrate", "history", "--start", "2024-01-01", "--end", "2024-12-31", "--hamilton-steps", "10",
+                 "--out", str(out)]) == 2
+    assert "not written (a test)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
