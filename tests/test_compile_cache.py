@@ -65,8 +65,11 @@ def test_second_process_loads_the_programs(tmp_path):
         assert r.returncode == 0, r.stderr
         counts.append(tuple(int(x) for x in r.stdout.split()[-2:]))
     (hits_a, misses_a), (hits_b, misses_b) = counts
+    # JAX writes (and counts as a miss) only programs that took over a second to compile, so on a loaded machine
+    # process b may write a small program that process a compiled in under a second: b must load every program a
+    # wrote, whatever it writes itself
     assert hits_a == 0 and misses_a >= 1
-    assert hits_b >= 1 and misses_b < misses_a
+    assert hits_b >= misses_a, (counts, "the second process compiled a program the first had written")
     assert (tmp_path / "cache" / machine_tag()).stat().st_mode & 0o077 == 0  # its owner's only
     metrics = [json.loads((tmp_path / n / "summary.json").read_text())["metrics"] for n in ("a", "b")]
     assert metrics[0] == metrics[1]
