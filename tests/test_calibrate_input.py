@@ -8,8 +8,6 @@ only: every error here comes before the curve fit.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -29,13 +27,9 @@ WINDOW = ("2024-01-01", "2025-06-30")
 
 
 @pytest.fixture
-def data(tmp_path):
-    """A copy of the shipped data folder, to edit."""
-    d = tmp_path / "data"
-    d.mkdir()
-    for f in DATA_DIR.glob("*.csv"):
-        shutil.copy(f, d / f.name)
-    return d
+def data(data_copy):
+    """A copy of the shipped data folder, to edit (conftest)."""
+    return data_copy
 
 
 def set_cell(folder, file: str, date: str, column: str, value: str) -> int:

@@ -388,18 +388,6 @@ def test_cli_registers_the_verbs():
 # ------------------------------------------------------------------------------------------------ audit: bad input
 
 
-def _data_copy(tmp_path):
-    import shutil
-
-    from jaxstress._data import DATA_DIR
-
-    d = tmp_path / "data"
-    d.mkdir()
-    for f in DATA_DIR.glob("*.csv"):
-        shutil.copy(f, d / f.name)
-    return d
-
-
 @pytest.mark.parametrize("window, why", [
     (("2026-06-20", "2026-08-01"), r"ends after the last date of the data \(2026-06-24\)"),
     (("1989-12-20", "1990-01-10"), r"starts before the first date of the data \(1990-01-02\)"),
@@ -428,8 +416,8 @@ def test_event_cli_window_past_the_data_fails_before_the_fit(tmp_path, capsys):
     assert stdout == "" and not out.exists()
 
 
-def test_event_cli_huge_value_in_the_data_fails_before_the_fit(tmp_path, capsys):
-    data = _data_copy(tmp_path)
+def test_event_cli_huge_value_in_the_data_fails_before_the_fit(tmp_path, capsys, data_copy):
+    data = data_copy
     path = data / "ust_cmt_yields_daily_fred.csv"
     text = path.read_text()
     row = "\n2025-04-11,4.37,4.34,4.21,4.04,3.96,3.98,4.15,4.32,4.48,"
