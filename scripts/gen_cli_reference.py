@@ -7,7 +7,6 @@ own parser (`jaxstress._cli.build_parser`).
 
 import argparse
 import pathlib
-import sys
 
 from jaxstress import _cli
 
@@ -128,8 +127,6 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    text = render()
-    if "--check" in sys.argv:
-        sys.exit(0 if OUT.exists() and OUT.read_text() == text else 1)
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
+    from gen_config_reference import write_or_check  # beside this script
+
+    write_or_check(OUT, render())

@@ -83,9 +83,13 @@ def _portfolio_reference() -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
-    text = render()
+def write_or_check(out: pathlib.Path, text: str) -> None:
+    """Write a generated doc, or with --check exit 1 where the file differs from it (the tests run that)."""
     if "--check" in sys.argv:
-        sys.exit(0 if OUT.exists() and OUT.read_text() == text else 1)
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
+        sys.exit(0 if out.exists() and out.read_text() == text else 1)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    write_or_check(OUT, render())
