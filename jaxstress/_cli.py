@@ -249,7 +249,7 @@ def _local_devices(arg: str | int | None) -> int | None:
 def cmd_run(args) -> int:
     import functools
 
-    from ._output import check_output, write_outputs
+    from ._output import check_output, used_devices, write_outputs
     from ._progress import Progress
     from ._simulate import simulate
 
@@ -274,7 +274,8 @@ def cmd_run(args) -> int:
     if not lead:
         return 0
     summary = write_outputs(res, args.out, _version(), paths_limit=args.paths_npz_limit,
-                            extra={"processes": jax.process_count(), "devices_per_process": devices or 1},
+                            extra={"processes": jax.process_count(), "devices_per_process": devices or 1,
+                                   "devices": used_devices(devices)},
                             extra_writer=functools.partial(_write_charts_and_report, res, args))
     if not args.quiet:
         print(format_table(summary))

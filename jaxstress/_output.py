@@ -170,6 +170,11 @@ def holder_sales(res: SimulationResult) -> dict[str, dict[str, float]]:
     return out
 
 
+def used_devices(devices: int | None) -> list[str]:
+    """The devices a run uses: the first `devices` (None: 1) local devices of each process (`paths_mesh`)."""
+    return [str(d) for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)[:devices or 1]]
+
+
 def summary_dict(res: SimulationResult, version: str, level: float = 5.0) -> dict:
     metrics = summarize(res.metrics, level)
     metrics.update(holder_sales(res))
@@ -192,7 +197,7 @@ def summary_dict(res: SimulationResult, version: str, level: float = 5.0) -> dic
         "chunk_size": res.chunk_size,
         "version": version,
         "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
+        "devices": used_devices(None),  # a run on several devices gives them (`run --devices`)
         "dtype": str(res.params.values["curve.k"].dtype),
         "wall_time_s": round(res.wall_s, 3),
         "first_chunk_s": round(res.compile_s, 3),

@@ -145,6 +145,7 @@ def test_cli_devices_all(tmp_path, one_device):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["devices_per_process"], summary["processes"], summary["chunk_size"]) == (N_DEV, 1, CHUNK)
+    assert summary["devices"] == [str(d) for d in jax.local_devices()[:N_DEV]]  # the devices used
     assert summary["dtype"] == "float64"
     from jaxstress._output import holder_sales
 
@@ -323,6 +324,8 @@ def test_two_processes_equal_one(tmp_path):
     single, merged = tmp_path / "single", dist / "out"
     a, b = (json.loads((d / "summary.json").read_text()) for d in (single, merged))
     assert (a["processes"], b["processes"], b["chunk_size"], b["paths"]) == (1, 2, 768, 2048)
+    # the devices used (one a process), not every device the processes see (4 fake CPU devices each)
+    assert len(a["devices"]) == 1 and len(b["devices"]) == 2 and len(set(b["devices"])) == 2, (a, b)
     assert b["metrics"] == a["metrics"]
     assert _quantiles(merged / "quantiles.csv") == _quantiles(single / "quantiles.csv")
     with np.load(single / "paths.npz") as x, np.load(merged / "paths.npz") as y:

@@ -95,6 +95,15 @@ def test_run_writes_only_names_that_output_dirs_may_hold(runs):
     assert {p.name for p in a.iterdir()} <= OUTPUT_NAMES
 
 
+def test_summary_names_the_devices_used(runs):
+    """A run without --devices uses one device: summary.json says which, not every device JAX sees (the tests see
+    4 fake CPU devices)."""
+    import jax
+
+    a, _ = runs
+    assert json.loads((a / "summary.json").read_text())["devices"] == [str(jax.local_devices()[0])]
+
+
 def test_no_plots_still_writes_report(tmp_path, runs):
     out = tmp_path / "np"
     assert main(["run", *RUN, "--out", str(out), "--no-plots"]) == 0
