@@ -30,6 +30,7 @@ from ._curve import par_yields, zero_yields
 from ._errors import SimulationError
 from ._model import N_NORMAL, Prep, State, cpu_shape, initial_state, next_regime, prepare, step
 from ._portfolio import portfolio_value
+from ._resources import check_host_memory
 
 BLOCK = 256
 PRNG_IMPL = "threefry2x32"  # the seed's key (its data words key the counter-based draws, `counter_bits`)
@@ -972,6 +973,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     sim_dtype = np.dtype(params.values["curve.k"].dtype)
     names = variable_names(params)
     n_vars = len(names)
+    check_host_memory(n_paths, len(METRIC_NAMES), retain, len(reports) * n_vars, sim_dtype.itemsize)
     # the outputs are allocated once and filled chunk by chunk (no list of parts and concatenated copy), in the
     # simulation's dtype (what the device computed; 10^8 paths of metrics are 8 GB in float32, 16 GB in float64)
     allm = np.empty((len(METRIC_NAMES), n_paths), sim_dtype)
