@@ -103,6 +103,9 @@ def check_same(what: str, values: dict[str, int]) -> None:
         differ = [k for i, k in enumerate(values) if (everyone[:, i] != mine[i]).any()]
         hint = (" (the scenario: the resolved config and portfolio, its --set and precision, and what is computed)"
                 if "scenario" in differ else "")
+        if "host_memory_ok" in differ:
+            hint += (" (host_memory_ok: whether a process's machine holds the run's per-path results, which every "
+                     "process gathers; 0 on a machine short of memory: give the job fewer paths or larger nodes)")
         raise ConfigError(f"the processes disagree on {what}: {', '.join(differ)}{hint} ({rows}); give every "
                           "process the same scenario, arguments and --devices")
 

@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
 from ._curve import par_yields, zero_yields
-from ._errors import SimulationError
+from ._errors import ConfigError, SimulationError
 from ._model import N_NORMAL, Prep, State, cpu_shape, initial_state, next_regime, prepare, step
 from ._portfolio import portfolio_value
 from ._resources import check_host_memory
@@ -954,11 +954,27 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
 
     chunk_paths = chunk_blocks * BLOCK
     n_chunks = -(-blocks_total // chunk_blocks)
+    sim_dtype = np.dtype(params.values["curve.k"].dtype)
+    names = variable_names(params)
+    n_vars = len(names)
+    try:  # every process holds the whole result: one short of memory stops them all, not only itself
+        check_host_memory(n_paths, len(METRIC_NAMES), retain, len(reports) * n_vars, sim_dtype.itemsize)
+        short_of_memory = None
+    except ConfigError as e:
+        short_of_memory = e
     if n_proc > 1:
         from ._distributed import check_same, fingerprint, gather_chunks
 
-        check_same("the run", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths, "retain": retain,
-                               "scenario": fingerprint(scenario.hash(), str(params.values["curve.k"].dtype))})
+        try:
+            check_same("the run", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths, "retain": retain,
+                                   "scenario": fingerprint(scenario.hash(), str(params.values["curve.k"].dtype)),
+                                   "host_memory_ok": int(short_of_memory is None)})
+        except ConfigError:
+            if short_of_memory is not None:
+                raise short_of_memory from None
+            raise
+    if short_of_memory is not None:
+        raise short_of_memory
 
     def take(c):  # paths of chunk c that are kept, and those whose snapshots are retained
         return min(chunk_paths, n_paths - c * chunk_paths)
@@ -970,10 +986,6 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
         return observed_paths(c, chunk_paths, n_paths, retain)
 
     t0 = time.perf_counter()
-    sim_dtype = np.dtype(params.values["curve.k"].dtype)
-    names = variable_names(params)
-    n_vars = len(names)
-    check_host_memory(n_paths, len(METRIC_NAMES), retain, len(reports) * n_vars, sim_dtype.itemsize)
     # the outputs are allocated once and filled chunk by chunk (no list of parts and concatenated copy), in the
     # simulation's dtype (what the device computed; 10^8 paths of metrics are 8 GB in float32, 16 GB in float64)
     allm = np.empty((len(METRIC_NAMES), n_paths), sim_dtype)

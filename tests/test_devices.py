@@ -355,6 +355,13 @@ def test_check_same_names_what_differs(monkeypatch):
     other[1] = 4
     with pytest.raises(ConfigError, match=r"disagree on the sensitivities: seed, scenario \("):
         check_same("the sensitivities", mine)
+    # a process short of memory (simulate's own process raises its memory error instead, the others this)
+    mine = {"paths": 4096, "host_memory_ok": 1}
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.stack([x, np.asarray([4096, 0], np.int32)]))
+    with pytest.raises(ConfigError, match=r"disagree on the run: host_memory_ok \(host_memory_ok: whether a process's "
+                                          r"machine holds .* fewer paths or larger nodes\) \(process 0: paths=4096, "
+                                          r"host_memory_ok=1; process 1: paths=4096, host_memory_ok=0\)"):
+        check_same("the run", mine)
 
 
 @pytest.mark.slow

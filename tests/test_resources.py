@@ -64,3 +64,29 @@ def test_simulate_refuses_before_any_work(monkeypatch):
     with pytest.raises(ConfigError, match=r"1,000,000 paths need at least 0\.\d GiB of host memory .* run at most "
                                           r"about 0 paths here"):
         simulate(load_scenario("baseline"), 10**6)
+
+
+def test_a_process_short_of_memory_stops_the_whole_distributed_run(monkeypatch):
+    """In a --distributed run every process gathers the whole result: each passes its verdict to the processes'
+    agreement check (`check_same`, which then fails on every process instead of leaving the others waiting in a
+    collective), and the process short of memory reports its own reason."""
+    import jax
+
+    from jaxstress import _distributed, _resources, load_scenario, simulate
+
+    seen = {}
+
+    def check_same(what, values):
+        seen.update(values)
+        raise ConfigError("the processes disagree (a test)")
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(_distributed, "check_same", check_same)
+    monkeypatch.setattr(_resources, "available_memory", lambda: 1 << 20)
+    with pytest.raises(ConfigError, match="1,000,000 paths need at least"):
+        simulate(load_scenario("baseline"), 10**6, distributed=True)
+    assert seen["host_memory_ok"] == 0
+    monkeypatch.setattr(_resources, "available_memory", lambda: None)
+    with pytest.raises(ConfigError, match="disagree \\(a test\\)"):
+        simulate(load_scenario("baseline"), 10**6, distributed=True)
+    assert seen["host_memory_ok"] == 1
