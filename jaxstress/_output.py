@@ -25,13 +25,14 @@ from ._metrics import QUANTILES, summarize, unit_of
 from ._portfolio import risk_report
 from ._simulate import PERCENT, SimulationResult
 
-# every name that `run`, `sensitivities` and `reverse` write into their output directory; an existing directory
-# that holds anything else is not replaced (`check_output`). The charts are `_plots.CHARTS`, written out here
-# (importing `_plots` would import matplotlib); tests check that the outputs hold no other names
+# every name that `run`, `sensitivities` and `reverse` write into their output directory, and `compare`'s chart
+# (which may be written into a run's directory); an existing directory that holds anything else is not replaced
+# (`check_output`). The charts are `_plots.CHARTS`, written out here (importing `_plots` would import matplotlib);
+# tests check that the outputs hold no other names
 OUTPUT_NAMES = frozenset({
     "summary.json", "quantiles.csv", "paths.npz", "scenario.toml", "report.html",
     "fan_10y_30y.png", "curve_horizon.png", "regimes.png", "flows.png", "loss_hist.png", "interest_bill.png",
-    "sensitivities.json", "sensitivities.png", "reverse.json",
+    "sensitivities.json", "sensitivities.png", "reverse.json", "compare.png",
 })
 
 

@@ -126,6 +126,9 @@ def test_compare_prints_runs_side_by_side_and_draws(runs, tmp_path, capsys):
     assert sa["value"] != sb["value"]  # two seeds, two columns
     w, h, size = _png_size(out / "compare.png")
     assert w >= 800 and size > 20_000
+    from jaxstress._output import OUTPUT_NAMES
+
+    assert {p.name for p in out.iterdir()} <= OUTPUT_NAMES  # a run's directory holding it may still be replaced
     book = json.loads((a / "summary.json").read_text())["portfolio"]["name"]
     assert text.count(f"portfolio {book}") == 2 and "different portfolios" not in text  # one book: no note
     # a run of another book (its summary edited: the note is about the names only) is flagged
