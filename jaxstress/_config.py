@@ -652,6 +652,10 @@ class Scenario:
         return self.config["scenario"]["name"]
 
     def params(self, dtype=None) -> Params:
+        """The parameters as arrays of `dtype`: None (JAX's default float: float32, or float64 with x64 enabled),
+        float32 or float64."""
+        if dtype is not None and np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be None, float32 or float64, got {np.dtype(dtype)}")
         return make_params(self.config, self.portfolio, dtype)
 
     def hash(self) -> str:

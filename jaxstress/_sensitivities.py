@@ -258,6 +258,16 @@ def chunk_gradients_on_devices(params: Params, key, first_blocks, n_blocks: int,
                                bandwidth, width)
 
 
+def check_width(width) -> None:
+    """A probability's smoothing width must be a positive number (a width <= 0 turns the sigmoid's gradient round
+    or into NaN)."""
+    if isinstance(width, jax.core.Tracer):
+        return
+    if not (isinstance(width, int | float | np.number) and np.isfinite(width) and width > 0):
+        raise ConfigError(f"the smoothing width must be a finite number > 0 (percentage points of the 10y yield), "
+                          f"got {width!r}", key="width (--width)")
+
+
 def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, var=None, width: float = 0.05):
     """The metric as a differentiable function of the parameters, for use under jax.grad/jit by user code.
 
@@ -266,7 +276,10 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
     stop_gradient. The estimator includes the score-function term, so gradients are unbiased.
     """
     spec = parse_metric(metric)
-    n_blocks = -(-n_paths // BLOCK)
+    check_width(width)
+    if isinstance(n_paths, bool) or not isinstance(n_paths, int | np.integer) or n_paths < 1:
+        raise ValueError(f"n_paths must be an integer >= 1, got {n_paths!r}")
+    n_blocks = -(-int(n_paths) // BLOCK)
     key = seed_key(seed)
     vals, logp = _per_path(params, key, jnp.asarray(0, jnp.uint32), n_blocks, METRIC_NAMES.index(spec.base))
     if spec.kind in ("quantile", "es") and var is None:
@@ -392,11 +405,20 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     process returns the whole result.
     Either way the chunks and their estimates are those of a one-device run."""
     spec = parse_metric(metric)
+    check_width(width)
+    if not isinstance(scenario, Scenario):
+        raise TypeError(f"sensitivities takes a Scenario (jaxstress.load_scenario(...)), got {type(scenario).__name__}")
+    for name, value in (("n_paths", n_paths), ("chunk_size", chunk_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(drivers, str):  # one name, or a comma-separated list as --drivers takes it
+        drivers = [d.strip() for d in drivers.split(",") if d.strip()]
     params = scenario.params(dtype)
     leaves = driver_leaves(params)
     names = _check_drivers(expand_names(params, leaves), drivers, scenario.config)  # before the work
     if chunk_size is None:
         chunk_size = default_chunk_size(params, "gradient")
+    n_paths, chunk_size = int(n_paths), int(chunk_size)
     blocks = -(-n_paths // BLOCK)
     chunk_blocks = max(1, min(-(-chunk_size // BLOCK), blocks // 8 if blocks >= 8 else 1))
     n_chunks = -(-blocks // chunk_blocks)

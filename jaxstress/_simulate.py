@@ -760,13 +760,27 @@ def replicate(mesh: Mesh, params: Params, key: jax.Array) -> tuple[Params, jax.A
 
 
 def simulate_draws(params: Params, normals: jax.Array, uniforms: jax.Array, reports: tuple[int, ...] | None = None):
-    """Simulate with injected draws: normals (steps, paths, 10) and uniforms (steps, paths, 2) in (0, 1).
+    """Simulate with injected draws: normals (steps, paths, N_NORMAL = 10) and uniforms (steps, paths, 2) in
+    (0, 1), steps = params.n_steps (numpy or JAX arrays). `reports`: the steps observed, increasing, from 0 to
+    params.n_steps (default (0, n_steps)).
 
     Returns (metrics (len(METRIC_NAMES), paths), snapshots (reports, variables, paths), final State). Not jitted
-    here, so it can be used inside a caller's jit or grad.
+    here, so it can be used inside a caller's jit, vmap or forward-mode `jax.jvp`; for reverse-mode gradients
+    (`jax.grad`) use `metric_function`, whose loop is written for them (this one's reporting intervals are loops
+    with traced bounds, which reverse mode does not take).
     """
+    normals, uniforms = jnp.asarray(normals), jnp.asarray(uniforms)
+    n = params.n_steps
+    if normals.ndim != 3 or normals.shape[0] != n or normals.shape[2] != N_NORMAL:
+        raise ValueError(f"normals must have shape (steps, paths, {N_NORMAL}) with steps = params.n_steps = {n}, "
+                         f"got {normals.shape}")
+    if uniforms.shape != (n, normals.shape[1], 2):
+        raise ValueError(f"uniforms must have shape (steps, paths, 2) = {(n, normals.shape[1], 2)}, got "
+                         f"{uniforms.shape}")
     n_paths = normals.shape[1]
-    reports = reports or (0, params.n_steps)
+    reports = tuple(int(r) for r in reports) if reports else (0, n)
+    if reports[0] != 0 or reports[-1] != n or any(b <= a for a, b in zip(reports, reports[1:])):
+        raise ValueError(f"reports must be increasing steps from 0 to params.n_steps = {n}, got {reports}")
 
     def draw(t):
         return columns(normals[t]), columns(uniforms[t])
@@ -923,7 +937,11 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     path order (`_distributed.gather_chunks`) and every process returns the whole result.
     Per path, results do not depend on chunk size, device count or process count (draws are counter-based).
     """
+    if not isinstance(scenario, Scenario):
+        raise TypeError(f"simulate takes a Scenario (jaxstress.load_scenario(...)), got {type(scenario).__name__}")
     _check_counts(n_paths=(n_paths, 1), chunk_size=(chunk_size, 1), retain=(retain, 0), devices=(devices, 1))
+    n_paths, retain = int(n_paths), int(retain)  # numpy integers are accepted as Python's
+    chunk_size = None if chunk_size is None else int(chunk_size)
     params = scenario.params(dtype)
     reports = report_steps(scenario.config, params.n_steps)
     blocks_total = -(-n_paths // BLOCK)
