@@ -61,11 +61,33 @@ class Portfolio(eqx.Module):
     description: str = eqx.field(static=True, default="")
 
     def __check_init__(self):
+        """A book built in code is checked as a file is (`portfolio_from_dict`): one number a position for each
+        field, and, where the numbers are concrete (not traced), coupons in [0, MAX_COUPON] and maturities in
+        (0, MAX_MATURITY] for the kinds that have one."""
         if len(self.kinds) != len(self.names):
             raise ValueError(f"Portfolio {self.name!r}: {len(self.kinds)} kinds but {len(self.names)} names")
         bad = sorted(set(self.kinds) - set(KINDS))
         if bad:
             raise ValueError(f"Portfolio {self.name!r}: unknown kinds {bad}; allowed: {', '.join(KINDS)}")
+        n = len(self.kinds)
+        for field in ("notional", "coupon", "maturity"):
+            value = getattr(self, field)
+            if not hasattr(value, "shape") or value.shape != (n,):
+                raise ValueError(f"Portfolio {self.name!r}: {field} must be an array of one number a position, "
+                                 f"shape ({n},), got {type(value).__name__} of shape {np.shape(value)}")
+        if any(isinstance(getattr(self, f), jax.core.Tracer) for f in ("notional", "coupon", "maturity")):
+            return
+        notional, coupon, maturity = (np.asarray(getattr(self, f), np.float64) for f in ("notional", "coupon",
+                                                                                         "maturity"))
+        for i, kind in enumerate(self.kinds):
+            at = f"Portfolio {self.name!r}, position {i} ({self.names[i]})"
+            if not np.isfinite(notional[i]):
+                raise ValueError(f"{at}: notional must be finite, got {notional[i]}")
+            if not 0.0 <= coupon[i] <= MAX_COUPON:
+                raise ValueError(f"{at}: coupon must be in [0, {MAX_COUPON:g}] (a decimal, 0.04 for 4%), got "
+                                 f"{coupon[i]:g}")
+            if "maturity" in _REQUIRED[kind] and not 0.0 < maturity[i] <= MAX_MATURITY:
+                raise ValueError(f"{at}: maturity must be in (0, {MAX_MATURITY:g}] years, got {maturity[i]:g}")
 
 
 def _cash_flows(

@@ -69,3 +69,28 @@ def test_sensitivities_arguments(scenario):
         jaxstress.sensitivities(scenario, "y10_change_bp_mean", 512, drivers="term_premium.meen")
     with pytest.raises(ValueError, match="n_paths must be an integer >= 1"):
         jaxstress.metric_function(scenario.params(), "y10_change_bp_mean", 0)
+
+
+def test_a_portfolio_built_in_code_is_checked_as_a_file_is():
+    """It broadcast a 1-element notional over 2 positions, took coupon 4.0 and maturity 50, and failed deep inside
+    simulate for lists."""
+    import jax
+
+    from jaxstress import Portfolio
+
+    def book(notional=(1.0, 2.0), coupon=(0.04, 0.0), maturity=(10.0, 0.0), as_array=True):
+        conv = jnp.asarray if as_array else list
+        return Portfolio(name="mine", kinds=("bond", "cash"), names=("b", "c"), notional=conv(notional),
+                         coupon=conv(coupon), maturity=conv(maturity))
+
+    assert book().kinds == ("bond", "cash")
+    for kwargs, needle in (({"notional": (1.0,)}, r"notional must be an array of one number a position, shape \(2,\)"),
+                           ({"as_array": False}, "notional must be an array .* got list"),
+                           ({"coupon": (4.0, 0.0)}, r"position 0 \(b\): coupon must be in \[0, 0.3\]"),
+                           ({"maturity": (50.0, 0.0)}, r"position 0 \(b\): maturity must be in \(0, 30\] years"),
+                           ({"notional": (float("nan"), 1.0)}, "notional must be finite")):
+        with pytest.raises(ValueError, match=needle):
+            book(**kwargs)
+    # built from traced numbers (under grad), only the shapes are checked
+    g = jax.grad(lambda x: book(notional=jnp.stack([x, 2.0])).notional.sum())(1.0)
+    assert float(g) == 1.0
