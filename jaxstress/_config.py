@@ -15,6 +15,7 @@ import hashlib
 import importlib.resources
 import json
 import math
+import os
 import pathlib
 import re
 import tomllib
@@ -688,6 +689,14 @@ def load_scenario(name_or_path: str = DEFAULT_SCENARIO, overrides=(), portfolio:
     if isinstance(overrides, str | dict):
         raise ConfigError(f"expected a sequence of \"dotted.key=value\" strings, got a "
                           f"{type(overrides).__name__}", key="overrides")
+    name_or_path = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    portfolio = os.fspath(portfolio) if isinstance(portfolio, os.PathLike) else portfolio
+    for what, value in (("name_or_path", name_or_path), ("portfolio", portfolio)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"expected a shipped name or a path, got {type(value).__name__} {value!r}", key=what)
+    # numpy numbers are taken as Python's
+    horizon = float(horizon) if isinstance(horizon, np.integer | np.floating) else horizon
+    steps_per_year = int(steps_per_year) if isinstance(steps_per_year, np.integer) else steps_per_year
     try:
         return _load_scenario(name_or_path, overrides, portfolio, horizon, steps_per_year)
     except ConfigError as e:  # names and keys come from the user: keep each message on one line

@@ -47,7 +47,8 @@ def zero_yields(
     kc: Float[ArrayLike, ""],
     mu: Float[ArrayLike, ""],
 ) -> Float[Array, "*batch m"]:
-    """Zero yields at maturities m for a batch of states (broadcast on the leading axes).
+    """Zero yields at maturities m (years) for a batch of states (broadcast on the leading axes): decimals
+    (0.04 for 4%), continuously compounded, as the model's factors are.
 
     The factors (r, r_star + pi, p, tau) times the loadings (B, 1 - B, C, G) at m, summed (`_affine`).
     """
@@ -97,6 +98,8 @@ def par_yield_from_zero(zero_fn, m: float) -> Float[Array, "..."]:
     first after a period of `a` half years, 0 < a <= 1, and par is a clean price of 1: the dirty price less the
     accrued c/2 (1 - a), so c = 2 (1 - d(m)) / (sum of the d(t_i) - (1 - a)); for whole half years a = 1.
     """
+    if not (isinstance(m, int | float | np.number) and 0.0 < m <= 100.0):
+        raise ValueError(f"par_yield_from_zero takes one maturity, a number of years in (0, 100], got {m!r}")
     if m < 0.5:
         t = jnp.asarray([m])
         d = jnp.exp(-zero_fn(t) * t)[..., 0]

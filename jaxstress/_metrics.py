@@ -145,13 +145,17 @@ def summarize(per_path: dict[str, np.ndarray], level: float = 5.0,
     for rows in stats:
         for name, pair in rows:
             put(name, pair)
-    loss = np.asarray(per_path["portfolio_loss"], np.float64)
-    for q, pair in zip((0.95, 0.99), quantiles_se(loss, (0.95, 0.99))):
-        put(f"portfolio_loss_var_{round(q * 100)}", pair)
-        put(f"portfolio_loss_es_{round(q * 100)}", es_se(loss, q))
+    # the statistics of particular metrics, where the metrics are given (a dict of some metrics is summarized too)
+    if "portfolio_loss" in per_path:
+        loss = np.asarray(per_path["portfolio_loss"], np.float64)
+        for q, pair in zip((0.95, 0.99), quantiles_se(loss, (0.95, 0.99))):
+            put(f"portfolio_loss_var_{round(q * 100)}", pair)
+            put(f"portfolio_loss_es_{round(q * 100)}", es_se(loss, q))
+    level = float(level)
     tag = f"{level:g}".replace(".", "p")
-    put(f"prob_y10_above_{tag}pct", prob_se(np.asarray(per_path["y10_level_pct"], np.float64) > level))
-    put(f"prob_y10_max_above_{tag}pct", prob_se(np.asarray(per_path["y10_max_level_pct"], np.float64) > level))
+    for name, prob in (("y10_level_pct", "prob_y10_above"), ("y10_max_level_pct", "prob_y10_max_above")):
+        if name in per_path:
+            put(f"{prob}_{tag}pct", prob_se(np.asarray(per_path[name], np.float64) > level))
     return out
 
 

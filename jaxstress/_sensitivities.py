@@ -271,9 +271,13 @@ def check_width(width) -> None:
 def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, var=None, width: float = 0.05):
     """The metric as a differentiable function of the parameters, for use under jax.grad/jit by user code.
 
-    Returns a scalar estimate on n_paths (rounded up to whole blocks of 256). For quantile and ES metrics pass
-    `var` (the VaR, found beforehand without gradients); otherwise it is computed from these paths with
-    stop_gradient. The estimator includes the score-function term, so gradients are unbiased.
+    Returns the scalar that `sensitivities` differentiates, on n_paths (rounded up to whole blocks of 256; the
+    same paths for the same seed): a mean's estimate; an ES's estimate at `var`; for a quantile, `var` itself
+    plus the surrogate whose gradient is the quantile's (so its value is `var`, its gradient the quantile's); for a
+    probability, the share of paths above the level smoothed by a sigmoid of `width` (percentage points of the
+    10y yield, > 0). For quantile and ES metrics pass `var` (the VaR, found beforehand without gradients);
+    otherwise it is computed from these paths with stop_gradient. The estimator includes the score-function term
+    of the regime and jump draws, so gradients are unbiased.
     """
     spec = parse_metric(metric)
     check_width(width)

@@ -926,7 +926,13 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
              dtype=None, progress: Callable[[int, int], None] | None = None, devices: int | None = None,
              distributed: bool = False) -> SimulationResult:
     """Run n_paths of a scenario in chunks; keep per-path metrics for all paths and reporting-date values for the
-    first `retain` paths (enough for quantiles; the paths are i.i.d., so they are a random sample).
+    first `retain` paths (enough for quantiles; the paths are i.i.d., so they are a random sample). Returns a
+    `SimulationResult` (`.metrics`, `.snapshots`, `.variables`, `.reports`; `summarize(res.metrics)` gives the
+    statistics a run reports).
+
+    seed: an integer in [0, 2^32); each path's draws depend only on it and the path's index.
+    dtype: None (JAX's default float), float32 or float64 (`jax.config.update("jax_enable_x64", True)` first).
+    progress: called as progress(paths done, paths this process runs) after each chunk.
 
     chunk_size: the most paths a chunk holds; the chunks of a run are of equal size (whole blocks of `BLOCK`).
     None: `default_chunk_size` (16,384 on CPU; sized to the device's memory on an accelerator).

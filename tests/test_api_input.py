@@ -94,3 +94,27 @@ def test_a_portfolio_built_in_code_is_checked_as_a_file_is():
     # built from traced numbers (under grad), only the shapes are checked
     g = jax.grad(lambda x: book(notional=jnp.stack([x, 2.0])).notional.sum())(1.0)
     assert float(g) == 1.0
+
+
+def test_load_scenario_takes_paths_and_numpy_numbers(tmp_path):
+    from jaxstress._config import configs_dir
+
+    a = load_scenario(configs_dir() / "baseline.toml", portfolio=configs_dir() / "portfolios" / "bank_afs.toml",
+                      steps_per_year=np.int64(52), horizon=np.float64(0.5))  # each was refused
+    assert a.config["simulation"]["steps_per_year"] == 52 and a.portfolio.name == "bank_afs"
+    with pytest.raises(ConfigError, match="key 'name_or_path': expected a shipped name or a path, got int 5"):
+        load_scenario(5)  # a TypeError from pathlib
+
+
+def test_curve_and_summary_helpers_name_bad_input():
+    from jaxstress import par_yield_from_zero, summarize, zero_yields
+
+    def zero_fn(t):
+        return zero_yields(t, 0.04, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5)
+
+    for m in (0.0, -1.0, np.array([1.0, 2.0])):  # NaN, 0.0392, numpy's "truth value ... ambiguous"
+        with pytest.raises(ValueError, match="par_yield_from_zero takes one maturity"):
+            par_yield_from_zero(zero_fn, m)
+    x = np.linspace(-1.0, 1.0, 101)
+    out = summarize({"y10_change_bp": x}, level="5")  # KeyError 'portfolio_loss'; "Unknown format code 'g'"
+    assert out["y10_change_bp_mean"]["value"] == pytest.approx(0.0, abs=1e-12) and "portfolio_loss_var_99" not in out
