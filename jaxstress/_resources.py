@@ -2,7 +2,7 @@
 
 A run keeps every path's metrics on the host (the quantiles, VaR and ES need them all) and the reporting-date
 values of the first `retain` paths. A run asking for more than the machine can hold would otherwise be killed by
-the kernel after simulating for a long while, with no output and no message; `check_host_memory` refuses it at
+the kernel after simulating for a long while, with no output and no message; `host_memory_error` refuses it at
 once, naming the number of paths that fit.
 """
 
@@ -58,19 +58,19 @@ def run_bytes(n_paths: int, n_metrics: int, retained: int, n_values: int, itemsi
     return n_paths * (n_metrics * itemsize + SUMMARY_BYTES) + retained * n_values * itemsize
 
 
-def check_host_memory(n_paths: int, n_metrics: int, retain: int, n_values: int, itemsize: int,
-                      available: int | None = None) -> None:
-    """ConfigError (key --paths) where a run of n_paths needs more host memory than is available (`available`:
-    bytes, default `available_memory()`; nothing is checked where that is unknown)."""
+def host_memory_error(n_paths: int, n_metrics: int, retain: int, n_values: int, itemsize: int,
+                      available: int | None = None) -> ConfigError | None:
+    """The ConfigError (key --paths) for a run of n_paths that needs more host memory than is available
+    (`available`: bytes, default `available_memory()`; None where that is unknown or the run fits)."""
     avail = available_memory() if available is None else available
     retained = min(n_paths, retain)
     need = run_bytes(n_paths, n_metrics, retained, n_values, itemsize)
     if avail is None or need <= avail:
-        return
+        return None
     per_path = n_metrics * itemsize + SUMMARY_BYTES
     most = max(0, int(0.9 * (avail - retained * n_values * itemsize)) // per_path)  # 10% for the rest
     gib = 2.0 ** 30
-    raise ConfigError(
+    return ConfigError(
         f"{n_paths:,} paths need at least {need / gib:.1f} GiB of host memory (each path's {n_metrics} metrics, "
         f"kept for the quantiles, and the reporting dates of {retained:,} paths), and {avail / gib:.1f} GiB is "
         f"available: run at most about {most:,} paths here, or on a machine with more memory"

@@ -39,6 +39,7 @@ from ._simulate import (
     PATHS_AXIS,
     _block_draws,
     _vary_like,
+    check_counts,
     default_chunk_size,
     horizon_metrics,
     paths_mesh,
@@ -281,8 +282,7 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
     """
     spec = parse_metric(metric)
     check_width(width)
-    if isinstance(n_paths, bool) or not isinstance(n_paths, int | np.integer) or n_paths < 1:
-        raise ValueError(f"n_paths must be an integer >= 1, got {n_paths!r}")
+    check_counts(n_paths=(n_paths, 1))
     n_blocks = -(-int(n_paths) // BLOCK)
     key = seed_key(seed)
     vals, logp = _per_path(params, key, jnp.asarray(0, jnp.uint32), n_blocks, METRIC_NAMES.index(spec.base))
@@ -412,9 +412,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     check_width(width)
     if not isinstance(scenario, Scenario):
         raise TypeError(f"sensitivities takes a Scenario (jaxstress.load_scenario(...)), got {type(scenario).__name__}")
-    for name, value in (("n_paths", n_paths), ("chunk_size", chunk_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1):
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_counts(n_paths=(n_paths, 1), chunk_size=(chunk_size, 1))
     if isinstance(drivers, str):  # one name, or a comma-separated list as --drivers takes it
         drivers = [d.strip() for d in drivers.split(",") if d.strip()]
     params = scenario.params(dtype)

@@ -30,7 +30,7 @@ from ._curve import par_yields, zero_yields
 from ._errors import ConfigError, SimulationError
 from ._model import N_NORMAL, Prep, State, cpu_shape, initial_state, next_regime, prepare, step
 from ._portfolio import portfolio_value
-from ._resources import check_host_memory
+from ._resources import host_memory_error
 
 BLOCK = 256
 PRNG_IMPL = "threefry2x32"  # the seed's key (its data words key the counter-based draws, `counter_bits`)
@@ -911,7 +911,7 @@ def pipelined(items, dispatch, collect, first=None):
         collect(*pending)
 
 
-def _check_counts(**counts: tuple) -> None:
+def check_counts(**counts: tuple) -> None:
     """ValueError naming the argument unless each value (None allowed) is an integer >= its least."""
     for name, (value, least) in counts.items():
         if value is None:
@@ -945,7 +945,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     """
     if not isinstance(scenario, Scenario):
         raise TypeError(f"simulate takes a Scenario (jaxstress.load_scenario(...)), got {type(scenario).__name__}")
-    _check_counts(n_paths=(n_paths, 1), chunk_size=(chunk_size, 1), retain=(retain, 0), devices=(devices, 1))
+    check_counts(n_paths=(n_paths, 1), chunk_size=(chunk_size, 1), retain=(retain, 0), devices=(devices, 1))
     n_paths, retain = int(n_paths), int(retain)  # numpy integers are accepted as Python's
     chunk_size = None if chunk_size is None else int(chunk_size)
     params = scenario.params(dtype)
@@ -981,22 +981,20 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     sim_dtype = np.dtype(params.values["curve.k"].dtype)
     names = variable_names(params)
     n_vars = len(names)
-    try:  # every process holds the whole result: one short of memory stops them all, not only itself
-        check_host_memory(n_paths, len(METRIC_NAMES), retain, len(reports) * n_vars, sim_dtype.itemsize)
-        short_of_memory = None
-    except ConfigError as e:
-        short_of_memory = e
+    # every process holds the whole result: one short of memory stops them all (through check_same), not only itself
+    short_of_memory = host_memory_error(n_paths, len(METRIC_NAMES), retain, len(reports) * n_vars,
+                                        sim_dtype.itemsize)
     if n_proc > 1:
         from ._distributed import check_same, fingerprint, gather_chunks
 
         try:
             check_same("the run", {"paths": n_paths, "seed": seed, "chunk_paths": chunk_paths, "retain": retain,
-                                   "scenario": fingerprint(scenario.hash(), str(params.values["curve.k"].dtype)),
+                                   "scenario": fingerprint(scenario.hash(), str(sim_dtype)),
                                    "host_memory_ok": int(short_of_memory is None)})
         except ConfigError:
-            if short_of_memory is not None:
-                raise short_of_memory from None
-            raise
+            if short_of_memory is None:
+                raise
+            raise short_of_memory from None  # this process's own reason
     if short_of_memory is not None:
         raise short_of_memory
 
