@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import difflib
 import hashlib
 import importlib.resources
 import json
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import ConfigError
+from ._errors import ConfigError, did_you_mean
 from ._portfolio import Portfolio, is_portfolio_path, load_portfolio
 from ._schema import CORRELATED_SHOCKS, DYNAMIC_TABLES, NEW_ENTRY_FIELDS, SECTIONS, Field
 
@@ -60,8 +59,7 @@ def resolve_path(name_or_path: str) -> pathlib.Path:
         return p
     shipped = configs_dir() / f"{name_or_path}.toml"
     if not shipped.is_file():
-        close = difflib.get_close_matches(name_or_path, list(shipped_scenarios()), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name_or_path, shipped_scenarios())
         raise ConfigError(f"unknown scenario '{name_or_path}'{hint}; shipped scenarios: "
                           f"{', '.join(shipped_scenarios())}, or give a path to a .toml file")
     return shipped
@@ -140,10 +138,7 @@ def _entry_names(raw: dict, table: str) -> list[str]:
 
 def _closest(name: str, names: list[str], table: str) -> str:
     """' (did you mean 'x'?)', or the list of the entries when none is close."""
-    close = difflib.get_close_matches(name, names, n=1)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    return f" (its {table}: {', '.join(names)})" if names else f" (it has no {table})"
+    return did_you_mean(name, names) or (f" (its {table}: {', '.join(names)})" if names else f" (it has no {table})")
 
 
 def _field_hint(table: str, fields) -> str:
@@ -290,8 +285,7 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def _unknown(key: str, choices, file):
-    close = difflib.get_close_matches(key.split(".")[-1], list(choices), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(choices)}"
+    hint = did_you_mean(key.split(".")[-1], choices, "; did you mean '{}'?") or f"; known keys: {', '.join(choices)}"
     return ConfigError(f"unknown key{hint}", file=file, key=key)
 
 
@@ -461,8 +455,7 @@ def validate(raw: dict, file: str | None = None, *, _edited: frozenset = frozens
     reg_tables = {k: v for k, v in raw["regimes"].items() if isinstance(v, dict)}
     for name in reg_tables:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""  # the names are in the message already
+            hint = did_you_mean(name, names)  # the names are in the message already
             raise ConfigError(f"table [regimes.{name}] is not listed in regimes.names {names}{hint}; to add a "
                               "regime, list it in regimes.names and give regimes.generator a row and a column for it",
                               file=file, key=f"regimes.{name}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ConfigError(ValueError):
     """A scenario, portfolio or data file is malformed or inconsistent.
@@ -27,3 +30,10 @@ class DataError(ConfigError):
 
 class SimulationError(ConfigError):
     """A run produced non-finite values; the message names the variable and the interval where they appeared."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], form: str = " (did you mean '{}'?)") -> str:
+    """`form` with the choice closest to `name` (difflib's), or "" where none is close: the hint of an unknown
+    name's error."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return form.format(close[0]) if close else ""

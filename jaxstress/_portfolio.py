@@ -15,7 +15,6 @@ leading axes), so the same code prices on the initial curve, on one simulated pa
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import math
 import tomllib
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import ConfigError
+from ._errors import ConfigError, did_you_mean
 
 KINDS = ("bond", "etf", "future", "equity", "cash")
 MAX_PAYMENTS = 60  # semiannual payments per bond: maturities up to 30 years
@@ -259,8 +258,7 @@ def load_portfolio(path_or_name: str | Path) -> Portfolio:
     else:
         entry = _shipped_dir() / f"{s}.toml"
         if not entry.is_file():
-            close = difflib.get_close_matches(s, list(shipped_portfolios()), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(s, shipped_portfolios())
             raise ConfigError(
                 f"no shipped portfolio named {s!r}{hint}; shipped portfolios: {', '.join(shipped_portfolios())}; "
                 "or give a portfolio file's path, ending in .toml", key="scenario.portfolio")
@@ -290,8 +288,7 @@ def portfolio_from_dict(data: Mapping[str, Any], *, file: str | None = None) -> 
     """Validate a parsed portfolio file (keys `name`, optional `description`, `[[positions]]`) into a Portfolio."""
     extra = sorted(set(data) - {"name", "description", "positions"})
     if extra:
-        close = difflib.get_close_matches(extra[0], ["name", "description", "positions"], n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = did_you_mean(extra[0], ["name", "description", "positions"], "did you mean '{}'? ")
         raise ConfigError(f"unknown key; {hint}allowed: name, description, positions", file=file, key=extra[0])
     if "name" not in data:
         raise ConfigError("missing; give the portfolio a name (a string)", file=file, key="name")
@@ -314,8 +311,7 @@ def portfolio_from_dict(data: Mapping[str, Any], *, file: str | None = None) -> 
         allowed = ("kind", "name", *required, *optional)
         for key in pos:
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
+                hint = did_you_mean(key, allowed, "did you mean '{}'? ")
                 raise ConfigError(
                     f"not allowed for kind {kind!r}; {hint}allowed: {', '.join(allowed)}", file=file, key=f"{at}.{key}"
                 )

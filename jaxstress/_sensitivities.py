@@ -18,7 +18,6 @@ Standard errors come from the spread of the per-chunk estimates (at least 8 chun
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import time
 
@@ -29,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import Params, Scenario
-from ._errors import ConfigError, SimulationError
+from ._errors import ConfigError, SimulationError, did_you_mean
 from ._metrics import estimate
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
 from ._simulate import (
@@ -80,9 +79,7 @@ def parse_metric(name: str) -> MetricSpec:
     names = [n for n in METRIC_NAMES if n not in ("regime_logp",)]
     known = ", ".join(names)
     examples = [f"{n}_{s}" for n in (*names, "portfolio_loss") for s in ("mean", "q99", "es99")]
-    close = difflib.get_close_matches(name, [*examples, "portfolio_loss_var_99", "portfolio_loss_es_99",
-                                             "prob_y10_above_5pct"], n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(name, [*examples, "portfolio_loss_var_99", "portfolio_loss_es_99", "prob_y10_above_5pct"])
     raise ConfigError(f"unknown metric '{name}'{hint}: use <metric>_mean, <metric>_qNN (quantile), <metric>_esNN "
                       f"(expected shortfall), portfolio_loss_var_99, portfolio_loss_es_99 or "
                       f"prob_y10_above_5pct, with <metric> one of: {known}", key="--metric")
@@ -352,13 +349,10 @@ def not_a_driver(config: dict, name: str, known=()) -> str | None:
 def unknown_driver(config: dict, name: str, known, key: str, note: str = "") -> ConfigError:
     """The error for a driver `name` that is none of the `known` driver names: why a key of `config` (the
     scenario's) is not a driver (`not_a_driver`), else the closest known name; `note` follows the latter."""
-    import difflib
-
     reason = not_a_driver(config, name, known)
     if reason:
         return ConfigError(reason, key=key)
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(name, known, "; did you mean '{}'?")
     return ConfigError(f"unknown driver '{name}'{hint}{note}", key=key)
 
 
