@@ -138,6 +138,18 @@ def expand_names(params: Params, leaves: dict[str, jax.Array]) -> list[tuple[str
     return out
 
 
+def driver_entry(grad_leaf, leaf: str, idx: tuple) -> np.ndarray:
+    """A scalar driver's derivative from its leaf's gradient. A correlation entry [i][j] (i < j) names the pair
+    [i][j] and [j][i], which move together (the matrix stays symmetric, as the config requires), so its derivative
+    is the sum of the two entries' partial derivatives (the model reads the symmetrized matrix, which splits a
+    one-sided change evenly between them); every other driver is one entry of its leaf."""
+    a = np.asarray(grad_leaf)
+    if leaf.endswith("correlation"):
+        i, j = idx
+        return a[..., i, j] + a[..., j, i]
+    return a[(...,) + tuple(idx)] if idx else a
+
+
 def driver_unit_scale(key: str) -> tuple[str, float]:
     if key.startswith("portfolio."):
         return "$bn", 0.1
@@ -518,7 +530,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
     out = {}
     nc = len(grads)
     for display, leaf, idx in names:
-        per = np.array([g[leaf][idx] if idx else g[leaf] for g in grads], dtype=np.float64)
+        per = np.array([driver_entry(g[leaf], leaf, idx) for g in grads], dtype=np.float64)
         at = np.asarray(leaves[leaf])[idx] if idx else np.asarray(leaves[leaf])
         unit, scale = driver_unit_scale(leaf)
         gval = float(per.mean())

@@ -54,6 +54,8 @@ def _bump(params, leaf, idx, h):
         return eqx.tree_at(lambda p: p.portfolio.notional, params, params.portfolio.notional.at[idx].add(h))
     values = dict(params.values)
     values[leaf] = values[leaf].at[idx].add(h) if idx else values[leaf] + h
+    if leaf.endswith("correlation"):  # the matrix stays symmetric: [j][i] moves with [i][j]
+        values[leaf] = values[leaf].at[idx[::-1]].add(h)
     import equinox as eqx
 
     return eqx.tree_at(lambda p: p.values, params, values)
@@ -106,6 +108,9 @@ CASES = [
     ("y10_change_bp_mean", "regimes.tariff_shock.jump_intensity", 10.0),  # jump intensity (score function)
     ("portfolio_loss_mean", "portfolio.positions[0].notional", 0.05),  # portfolio notionals
     ("portfolio_loss_es_95", "regimes.tariff_shock.tau_vol_mult", 0.2),  # a tail metric
+    # a correlation ([i][j] moves [j][i] with it): inflation's and the term premium's shocks, through the spread of
+    # the 10y yield that its running maximum feels
+    ("y10_max_rise_bp_mean", "regimes.tariff_shock.correlation[1][2]", 0.05),
 ]
 
 
@@ -125,6 +130,25 @@ def test_gradient_matches_finite_difference(scenario, results, metric, driver, h
     tol = 3 * np.hypot(g["stderr"], fd_se) + 1e-6 * max(1.0, abs(fd))
     assert abs(g["value"] - fd) <= tol, (g, fd, fd_se)
     assert g["at"] == pytest.approx(float(np.asarray(_value_of(scenario, driver))))
+
+
+def test_a_correlation_driver_moves_both_entries(scenario, results):
+    """`correlation[i][j]` names the pair [i][j], [j][i] (the config keeps the matrix symmetric), so its derivative
+    is the metric's when both move: the model reads the symmetrized matrix, and one entry's partial derivative is
+    half of that (which is what used to be reported). Checked tightly against a central difference of the same
+    estimator on the same paths: under common random numbers the difference quotient of this mean differs from
+    its derivative by O(h^2) and the few paths whose running maximum changes its day, far below the standard
+    errors that bound the check above (which cannot tell a factor of 2 apart here)."""
+    metric, driver = "y10_max_rise_bp_mean", "regimes.tariff_shock.correlation[1][2]"
+    g = results[metric].gradients[driver]["value"]
+    leaf, idx = _leaf_index(driver)
+    h = 1e-4
+    params = scenario.params()
+    up = _per_path(_bump(params, leaf, idx, h), "y10_max_rise_bp")
+    dn = _per_path(_bump(params, leaf, idx, -h), "y10_max_rise_bp")
+    fd = float(np.mean(up - dn) / (2 * h))
+    assert abs(fd) > 0.1  # a derivative that matters here
+    assert g == pytest.approx(fd, rel=0.02), (g, fd)
 
 
 def _value_of(scenario, name):
