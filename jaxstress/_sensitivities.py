@@ -287,7 +287,8 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
     probability, the share of paths above the level smoothed by a sigmoid of `width` (percentage points of the
     10y yield, > 0). For quantile and ES metrics pass `var` (the VaR, found beforehand without gradients);
     otherwise it is computed from these paths with stop_gradient. The estimator includes the score-function term
-    of the regime and jump draws, so gradients are unbiased.
+    of the regime and jump draws, so gradients are unbiased. `seed` may be traced (an integer under the caller's
+    jit or vmap: one program for every seed; see `seed_key`).
     """
     spec = parse_metric(metric)
     check_width(width)

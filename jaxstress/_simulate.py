@@ -540,15 +540,28 @@ def counter_bits(k0, k1, x0, x1):
     raise ValueError(f"COUNTER_RNG must be one of {', '.join(COUNTER_RNGS)}, got {COUNTER_RNG!r}")
 
 
+def _integer_scalar(seed) -> bool:
+    return (isinstance(seed, jax.Array) and seed.shape == () and jnp.issubdtype(seed.dtype, jnp.integer)
+            and not jnp.issubdtype(seed.dtype, jnp.bool_))
+
+
 def check_seed(seed: int) -> int:
-    """The seed if it is an integer in [0, 2^32) (each such seed has its own random streams), else ValueError."""
+    """The seed if it is an integer in [0, 2^32) (each such seed has its own random streams), else ValueError.
+    A concrete JAX integer scalar counts as its value."""
+    if _integer_scalar(seed) and not isinstance(seed, jax.core.Tracer):
+        seed = int(seed)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer in [0, 2^32), got {seed!r}")
     return int(seed)
 
 
 def seed_key(seed: int) -> jax.Array:
-    """The random key of a seed in [0, 2^32) (`check_seed`)."""
+    """The random key of a seed in [0, 2^32) (`check_seed`). A traced integer seed (under a caller's `jax.jit` or
+    `jax.vmap`) cannot be checked and is taken modulo 2^32; in [0, 2^31) it gives the same key as the number."""
+    if isinstance(seed, jax.core.Tracer):
+        if not _integer_scalar(seed):
+            raise ValueError(f"seed must be an integer scalar, got a traced {seed.dtype}{list(seed.shape)}")
+        return jax.random.key(seed.astype(jnp.uint32), impl=PRNG_IMPL)
     return jax.random.key(check_seed(seed), impl=PRNG_IMPL)
 
 

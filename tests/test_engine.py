@@ -522,6 +522,25 @@ def test_seeds_are_checked():
     for bad in (-1, 2**32, 1.5, True, "3"):
         with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^32\)"):
             _simulate.check_seed(bad)
+    for bad in (jnp.int32(-1), jnp.float32(1.0), jnp.asarray([1, 2])):  # JAX numbers: by their value
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^32\)"):
+            _simulate.check_seed(bad)
+
+
+def test_a_traced_seed_gives_the_seeds_key():
+    """Under a caller's jit or vmap the seed is traced: the same key as the number, one program for all seeds; a
+    traced seed that is not an integer scalar is refused."""
+    def data(s):
+        return jax.random.key_data(_simulate.seed_key(s))
+
+    for seed in (0, 7, 2**31 - 1):
+        want = np.asarray(data(seed))
+        np.testing.assert_array_equal(jax.jit(data)(seed), want)
+        np.testing.assert_array_equal(data(jnp.uint32(seed)), want)
+    np.testing.assert_array_equal(jax.vmap(data)(jnp.arange(3)), [np.asarray(data(s)) for s in range(3)])
+    np.testing.assert_array_equal(jax.jit(data)(jnp.uint32(2**32 - 1)), np.asarray(data(2**32 - 1)))
+    with pytest.raises(ValueError, match=r"seed must be an integer scalar, got a traced float32\[\]"):
+        jax.jit(data)(jnp.float32(1.0))
 
 
 def test_packed_draws_unpack_to_the_draws():
