@@ -9,6 +9,9 @@ from ._config import load_scenario as load_scenario
 from ._config import shipped_scenarios as shipped_scenarios
 from ._curve import par_yield_from_zero as par_yield_from_zero
 from ._curve import zero_yields as zero_yields
+from ._drivers import driver_names as driver_names
+from ._drivers import drivers as drivers
+from ._drivers import set_drivers as set_drivers
 from ._errors import ConfigError as ConfigError
 from ._errors import DataError as DataError
 from ._errors import SimulationError as SimulationError
