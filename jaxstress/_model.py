@@ -266,8 +266,14 @@ def _regime_tables(prep: Prep) -> dict:
     tables = {f"chol_{i}{j}": prep.chol[:, i, j] for i in range(5) for j in range(i + 1)}
     tables.update(
         # a jump's probability and the log-probabilities of a jump and of none (the log of a zero probability is
-        # never selected, and kept finite for the gradient)
-        jump_p=pj, log_jump=jnp.log(jnp.where(pj > 0, pj, 1.0)), log_no_jump=jnp.log1p(-pj),
+        # never selected, and kept finite for the gradient). Where the intensity is 0 the score function has no
+        # jumps to weigh against the no-jump steps: d log(1 - p) / d intensity = -dt there would make the score's
+        # mean -dt a step instead of 0 (the likelihood ratio does not exist on that boundary), and the gradient
+        # with respect to the intensity -Cov(metric, time in the regime) rather than the effect of jumps. So no
+        # gradient flows through the no-jump term there: the intensity's derivative at 0 is its pathwise part, 0
+        # (exact where the regime's jumps are of size 0, as in the shipped calm and pause regimes)
+        jump_p=pj, log_jump=jnp.log(jnp.where(pj > 0, pj, 1.0)),
+        log_no_jump=jnp.where(pj > 0, jnp.log1p(-pj), 0.0),
         jump_pi_mean=reg["jump_pi_mean"], jump_pi_sd=reg["jump_pi_sd"],
         jump_tau_mean=reg["jump_tau_mean"], jump_tau_sd=reg["jump_tau_sd"],
         pi_target=v["inflation.mean"] + reg["pi_shift"] + v["inflation.pass_through"] * reg["tariff"],
