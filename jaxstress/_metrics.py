@@ -91,7 +91,9 @@ def es_se(loss: np.ndarray, q: float) -> tuple[float, float]:
     return es, float(excess.std(ddof=1) / ((1 - q) * np.sqrt(loss.size))) * a
 
 
-UNITS = {"_bp": "bp", "_bn": "$bn", "_pct": "%", "portfolio_loss": "$bn", "prob_": "probability"}
+# the first tag a metric's name holds gives its unit (the interest bill's change is a change of an annual rate)
+UNITS = {"interest_cost_change_bn": "$bn/year", "_bp": "bp", "_bn": "$bn", "_pct": "%", "portfolio_loss": "$bn",
+         "prob_": "probability"}
 
 # per-path metric -> which statistics are reported
 _WITH_QUANTILES = ("y2_change_bp", "y10_change_bp", "y30_change_bp", "y10_max_rise_bp", "breakeven_10y_change_bp",

@@ -60,3 +60,24 @@ def test_summaries_in_threads_equal_one_thread(x):
     assert list(summarize(per_path, workers=4)) == list(one)  # same statistics in the same order
     assert summarize(per_path, workers=4) == one
     assert summary_workers(N) >= 1
+
+
+def test_units_are_the_readmes():
+    """summary.json's `units` (`unit_of`) say what the README's table of per-path metrics says, for every metric
+    and its statistics (the interest bill's change was "$bn" where the README says "$bn/year")."""
+    import re
+    from pathlib import Path
+
+    from jaxstress._metrics import unit_of
+    from jaxstress._simulate import METRIC_NAMES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = {}
+    for names, unit in re.findall(r"^\| (`[a-z0-9_]+`(?:, `[a-z0-9_]+`)*) \| ([^|]*?) \|", readme, flags=re.M):
+        table.update(dict.fromkeys(re.findall(r"`([a-z0-9_]+)`", names), unit))
+    for name in METRIC_NAMES:
+        if name == "regime_logp":
+            continue
+        want = table[name].strip()
+        for stat in ("", "_mean", "_q99", "_es99"):
+            assert unit_of(name + stat) == want, (name + stat, unit_of(name + stat), want)
