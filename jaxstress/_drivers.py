@@ -54,14 +54,16 @@ def _unknown(params: Params, name: str, known: list[str]) -> ConfigError:
         return ConfigError(f"'{name}' is a switch (true/false), not a driver: set it in the scenario (load_scenario("
                            "..., overrides=[...])) instead", key=name)
     try:
-        strs = [p for p in parse_key(name) if isinstance(p, str)]
+        parts = parse_key(name)
     except ConfigError:
-        strs = []
+        parts = []
+    strs = [p for p in parts if isinstance(p, str)]
+    ints = [p for p in parts if isinstance(p, int)]
     field = _field_of(".".join(strs))
     if field is not None and field.static:
         return ConfigError(f"'{name}' is a static setting (it fixes the simulation's shape and is not "
                            "differentiable), not a driver: set it in the scenario instead", key=name)
-    if ".".join(strs) == "regimes.generator" and len(set(p for p in parse_key(name) if isinstance(p, int))) == 1:
+    if ".".join(strs) == "regimes.generator" and len(ints) == 2 and ints[0] == ints[1]:
         return ConfigError(f"'{name}' is a diagonal entry of the generator, which follows from its row (rows sum "
                            "to zero), not a driver: set an off-diagonal intensity instead", key=name)
     hint = did_you_mean(name, known, "; did you mean '{}'?")

@@ -72,6 +72,8 @@ def test_set_drivers_is_traceable(params):
     ({"simulation.steps_per_year": 12.0}, "is a static setting"),
     ({"curve.maturities": 1.0}, "is a static setting"),
     ({"regimes.generator[1][1]": 1.0}, "diagonal entry of the generator, which follows from its row"),
+    ({"regimes.generator[1]": 1.0}, r"unknown driver 'regimes.generator\[1\]'; did you mean"),
+    ({"debt.amounts[7]": 1.0}, r"unknown driver 'debt.amounts\[7\]'; did you mean 'debt.amounts\[\d\]'"),
     ({"holders.japan.sell_rate": -1.0}, r"key 'holders.japan.sell_rate': value -1.0 out of range: expected a "
                                         r"number in \[0.0, 100.0\]"),
     ({"holders.japan.sell_rate": float("nan")}, "expected a finite number"),
