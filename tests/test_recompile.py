@@ -1,5 +1,7 @@
 """No recompilation when only numbers in the config or the seed change (compilations are counted)."""
 
+import contextlib
+
 import jax
 import pytest
 
@@ -11,6 +13,8 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 @pytest.fixture
 def compilations():
+    """The compilations while the test runs, with the session's compilation cache off (a program loaded from it
+    is not compiled, so it would not be counted)."""
     events = []
 
     def listener(name, duration, **kwargs):
@@ -18,8 +22,19 @@ def compilations():
             events.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
-    yield events
+    with _cache_off():
+        yield events
     jax.monitoring.clear_event_listeners()
+
+
+@contextlib.contextmanager
+def _cache_off():
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
 
 
 def test_numbers_and_seed_do_not_recompile(compilations):
