@@ -337,6 +337,9 @@ def cmd_sensitivities(args) -> int:
         for name, g in ranked[: args.top]:
             print(f"{name:44s} {g['at']:10.4g} {g['value']:18.4g} {g['stderr']:9.2g} {g['scale']:8.3g} "
                   f"{g['scaled']:10.4g}")
+        for name, g in ranked:  # every driver's, shown or not
+            if g["note"]:
+                print(f"note: {name}: {g['note']}")
         print(f"wrote {args.out}/sensitivities.json, sensitivities.png")
     return 0
 

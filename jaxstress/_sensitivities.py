@@ -150,6 +150,63 @@ def driver_entry(grad_leaf, leaf: str, idx: tuple) -> np.ndarray:
     return a[(...,) + tuple(idx)] if idx else a
 
 
+# expected draws of a discrete outcome below which its score-function term is not trusted (`rare_draw_note`)
+MIN_DRAWS = 10.0
+_JUMP_SIZES = ("jump_pi_mean", "jump_pi_sd", "jump_tau_mean", "jump_tau_sd")
+
+
+def _step_probabilities(off_diagonal: np.ndarray, dt: float) -> np.ndarray:
+    """expm(Q dt) in float64, Q's diagonal from its off-diagonal rows (as the model makes it): scaling and
+    squaring with a Taylor series."""
+    q = np.asarray(off_diagonal, np.float64) * (1.0 - np.eye(len(off_diagonal)))
+    a = (q - np.diag(q.sum(axis=1))) * dt
+    s = max(0, int(np.ceil(np.log2(max(np.abs(a).sum(axis=1).max(), 1e-300)))) + 1)
+    a = a / 2.0**s
+    p, term = np.eye(len(a)), np.eye(len(a))
+    for k in range(1, 20):
+        term = term @ a / k
+        p = p + term
+    for _ in range(s):
+        p = p @ p
+    return p
+
+
+def rare_draw_note(params: Params, leaf: str, idx: tuple, n_paths: int) -> str | None:
+    """Why the score-function gradient of a regime intensity cannot be trusted on `n_paths` paths, or None.
+
+    The score function sees an intensity's effect only through the draws it governs: a regime transition i -> j,
+    a jump in a regime. Where that outcome is expected fewer than `MIN_DRAWS` times over all the paths and steps
+    (its step probability x paths x steps, an upper bound), the gradient is left with the no-draw terms,
+    -Cov(metric, time in the regime) for a transition, nothing for a jump intensity of 0, and misses the
+    outcome's effect; its standard error, from the same few draws, does not show it. A jump intensity of 0 in a
+    regime whose jumps are of size 0 has an exact gradient of 0 and no note."""
+    n_steps = params.n_steps
+    draws = float(n_paths) * n_steps
+    if leaf == "regimes.generator":
+        i, j = idx
+        p = float(_step_probabilities(np.asarray(params.values[leaf]), params.dt)[i, j])
+        names = params.regime_names
+        what = f"the transition {names[i]} -> {names[j]}"
+    elif leaf.startswith("regimes.") and leaf.endswith(".jump_intensity"):
+        regime = leaf.split(".")[1]
+        lam = float(params.values[leaf])
+        if lam == 0.0 and all(float(params.values[f"regimes.{regime}.{k}"]) == 0.0 for k in _JUMP_SIZES):
+            return None
+        p = -float(np.expm1(-lam * params.dt))
+        what = f"a jump in regime {regime}"
+    else:
+        return None
+    expected = p * draws
+    if expected >= MIN_DRAWS:
+        return None
+    name = leaf + "".join(f"[{k}]" for k in idx)
+    seen = ("is never drawn (its intensity is 0)" if p == 0.0 else
+            f"has a probability of {p:.2g} a step: over {n_paths:,} paths x {n_steps} steps it is drawn "
+            f"{expected:.2g} times at most")
+    return (f"{what} {seen}, too rarely for the score function to see its effect, which this gradient misses (its "
+            f"standard error does not show it); compare runs with --set {name}=... instead")
+
+
 def driver_unit_scale(key: str) -> tuple[str, float]:
     if key.startswith("portfolio."):
         return "$bn", 0.1
@@ -310,8 +367,9 @@ class SensitivityResult:
     by the same estimator). `surrogate`: the mean over chunks of what is differentiated, the estimate with its
     smoothing (a probability's sigmoid of `width`) and score term; equal to `value` for means and ES, the VaR
     itself for quantiles. `gradients`: driver -> {"at", "value", "stderr" (across chunks), "unit", "scale",
-    "scaled"}. `forward_s`: the pass of values that finds a quantile's or an ES's VaR before the gradient (0 for
-    means and probabilities, whose values come with the gradient); `gradient_s`: the gradient's pass."""
+    "scaled", "note" (None, or why a regime intensity's gradient misses draws too rare to see: `rare_draw_note`)}.
+    `forward_s`: the pass of values that finds a quantile's or an ES's VaR before the gradient (0 for means and
+    probabilities, whose values come with the gradient); `gradient_s`: the gradient's pass."""
 
     metric: str
     value: float
@@ -537,7 +595,8 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         gval = float(per.mean())
         out[display] = {"at": float(at), "value": gval,
                         "stderr": float(per.std(ddof=1) / np.sqrt(nc)) if nc > 1 else float("nan"),
-                        "unit": unit, "scale": scale, "scaled": gval * scale}
+                        "unit": unit, "scale": scale, "scaled": gval * scale,
+                        "note": rare_draw_note(params, leaf, idx, blocks * BLOCK)}
     check_finite_result(scenario.name, metric, np.asarray(vals), out)
     # the value as a run reports it (a quantile's chunks all share one VaR, so their spread says nothing of it);
     # the values in the simulation's dtype, as the values pass gives them

@@ -174,7 +174,7 @@ def test_drivers_that_cannot_matter_have_zero_gradient(scenario):
 def test_every_driver_is_named_with_unit_and_scale(results):
     grads = results["y10_change_bp_mean"].gradients
     for g in grads.values():
-        assert {"at", "value", "stderr", "unit", "scale", "scaled"} <= set(g)
+        assert {"at", "value", "stderr", "unit", "scale", "scaled", "note"} <= set(g)
         assert g["scaled"] == pytest.approx(g["value"] * g["scale"])
 
 
@@ -303,9 +303,10 @@ def test_cli_writes_ranked_json_and_tornado(tmp_path, results):
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_defaults_in_32_bit_mode(tmp_path):
+def test_cli_defaults_in_32_bit_mode(tmp_path, capsys):
     """Without --float64 and --chunk-size (the chunk then defaults by backend: 4096 paths on CPU, capped so there
-    are 8 chunks where there are 8 blocks)."""
+    are 8 chunks where there are 8 blocks). Calm's jumps given a size but no intensity: its intensity's gradient
+    misses them, and its note says so (in the JSON and below the table); pause's jumps have no size, no note."""
     import json
 
     from jaxstress._cli import main
@@ -313,11 +314,39 @@ def test_cli_defaults_in_32_bit_mode(tmp_path):
     out = tmp_path / "s32"
     with jax.enable_x64(False):
         rc = main(["sensitivities", "april_2025", "--paths", "4096", "--horizon", "0.05", "--out", str(out),
-                   "--quiet"])
+                   "--set", "regimes.calm.jump_tau_mean=0.001", "--top", "3"])
     assert rc == 0
     doc = json.loads((out / "sensitivities.json").read_text())
     assert doc["paths"] == 4096 and doc["chunks"] == 8
     assert np.isfinite(doc["value"]) and all(np.isfinite(g["value"]) for g in doc["gradients"].values())
+    notes = {k: g["note"] for k, g in doc["gradients"].items() if g["note"]}
+    assert list(notes) == ["regimes.calm.jump_intensity"], notes
+    assert notes["regimes.calm.jump_intensity"].startswith("a jump in regime calm is never drawn (its intensity is 0)")
+    assert f"note: regimes.calm.jump_intensity: {notes['regimes.calm.jump_intensity']}" in capsys.readouterr().out
+
+
+def test_rare_draws_are_noted():
+    """march_2020's calm -> stabilization has no intensity and only a three-step route (probability 4.7e-6 a
+    step): at 32,768 paths x 25 steps it is expected 3.8 times at most, and its score-function gradient there
+    was 0.199 +- 0.005 bp per 1/year against 0.026 +- 0.013 by a one-sided difference under common random
+    numbers; its other zero intensities have routes through regimes of intensity 50 and agreed (z <= 1.3)."""
+    from jaxstress._sensitivities import MIN_DRAWS, rare_draw_note
+
+    params = load_scenario("march_2020", horizon=0.1).params()
+    assert params.regime_names[0] == "calm" and params.regime_names[3] == "stabilization"
+    note = rare_draw_note(params, "regimes.generator", (0, 3), 32768)
+    assert note.startswith("the transition calm -> stabilization has a probability of 4.7e-06 a step: over "
+                           "32,768 paths x 25 steps it is drawn 3.8 times at most")
+    assert "--set regimes.generator[0][3]=" in note
+    assert rare_draw_note(params, "regimes.generator", (0, 3), 10**6) is None  # 117 expected draws
+    for i, j in ((0, 2), (1, 0), (2, 0), (1, 2)):
+        assert rare_draw_note(params, "regimes.generator", (i, j), 32768) is None, (i, j)
+    assert rare_draw_note(params, "initial.r", (), 32768) is None
+    # jumps: a tariff_shock jump (intensity 50) is common; a regime with no jumps and jumps of size 0, exact
+    april = load_scenario("april_2025", horizon=0.1).params()
+    assert rare_draw_note(april, "regimes.tariff_shock.jump_intensity", (), 256) is None
+    assert rare_draw_note(april, "regimes.calm.jump_intensity", (), 256) is None
+    assert MIN_DRAWS == 10.0
 
 
 def test_values_pass_only_where_a_var_is_needed(scenario, results, monkeypatch):
