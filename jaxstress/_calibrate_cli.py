@@ -465,6 +465,8 @@ def cmd_reverse(args) -> int:
     warn = fresh_warning(res)
     if warn:
         print(f"jaxstress: warning: {warn}", file=sys.stderr)
+    for name, note in res["notes"].items():
+        print(f"jaxstress: warning: {name}: {note}", file=sys.stderr)
     if not res["reached"]:
         print(f"jaxstress: warning: target not reached within the drivers' bounds and {args.steps} steps; the "
               "closest point is reported", file=sys.stderr)

@@ -279,6 +279,7 @@ def test_reverse_reaches_the_target_on_fresh_paths(tmp_path, capsys):
     res = json.loads((out / "reverse.json").read_text())
     assert sorted(p.name for p in out.iterdir()) == ["reverse.json"]
     assert res["reached"] and res["target"]["value"] == 20.0
+    assert res["notes"] == {}  # no regime intensity among the drivers
     start = res["start"]["metric"]
     assert start < 15.0  # the scenario starts well below the target: the solve has work to do
     new = res["solution"][TAU]
