@@ -39,6 +39,7 @@ from ._simulate import (
     _block_draws,
     _vary_like,
     check_counts,
+    check_seed,
     default_chunk_size,
     horizon_metrics,
     paths_mesh,
@@ -495,6 +496,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
                           f"chunks: give at least {2 * BLOCK} paths", key="--paths")
     blocks = n_chunks * chunk_blocks
     chunk_paths = chunk_blocks * BLOCK
+    seed = check_seed(seed)  # a Python int from here (a JAX integer is taken by its value)
     key = seed_key(seed)
     base_ix = jnp.asarray(METRIC_NAMES.index(spec.base), jnp.int32)
     rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)

@@ -970,6 +970,7 @@ def simulate(scenario: Scenario, n_paths: int, seed: int = 0, chunk_size: int | 
     # chunks of equal size, at most chunk_size: the last one is computed at full width too (one compiled shape),
     # so 100,000 paths run as 7 chunks of 14,336 rather than 7 of 16,384 of which the last keeps 1,696
     chunk_blocks = -(-blocks_total // -(-blocks_total // chunk_blocks))
+    seed = check_seed(seed)  # a Python int from here (a JAX integer is taken by its value)
     key = seed_key(seed)
     n_dev = 1 if devices is None else devices
     rank, n_proc = (jax.process_index(), jax.process_count()) if distributed else (0, 1)

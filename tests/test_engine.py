@@ -522,6 +522,7 @@ def test_seeds_are_checked():
     for bad in (-1, 2**32, 1.5, True, "3"):
         with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^32\)"):
             _simulate.check_seed(bad)
+    assert _simulate.check_seed(jnp.uint32(7)) == 7 and type(_simulate.check_seed(jnp.int32(7))) is int
     for bad in (jnp.int32(-1), jnp.float32(1.0), jnp.asarray([1, 2])):  # JAX numbers: by their value
         with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^32\)"):
             _simulate.check_seed(bad)
