@@ -151,6 +151,24 @@ def test_a_correlation_driver_moves_both_entries(scenario, results):
     assert g == pytest.approx(fd, rel=0.02), (g, fd)
 
 
+def test_audit_script_finds_every_driver_agreeing(results, capsys):
+    """scripts/sensitivity_audit.py on this module's paths (its compiled programs, so no compilation): the tight
+    common-random-numbers check of pathwise drivers (a correlation, whose factor of 2 it would catch, a holder's)
+    and the standard-error check of regime intensities (a generator row, a jump intensity of 0)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import sensitivity_audit
+
+    rc = sensitivity_audit.main(["--metrics", "y10_max_rise_bp_mean", "--paths", str(PATHS), "--chunk", str(CHUNK),
+                                 "--seed", str(SEED), "--drivers", "regimes.tariff_shock.correlation[1],"
+                                 "holders.china,regimes.generator[1],regimes.calm.jump_intensity"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "y10_max_rise_bp_mean: 15 agree, 0 do not, 0 noted" in out, out
+
+
 def _value_of(scenario, name):
     leaf, idx = _leaf_index(name)
     params = scenario.params()
