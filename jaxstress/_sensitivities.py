@@ -152,7 +152,7 @@ def driver_entry(grad_leaf, leaf: str, idx: tuple) -> np.ndarray:
 
 
 # expected draws of a discrete outcome below which its score-function term is not trusted (`rare_draw_note`)
-MIN_DRAWS = 10.0
+MIN_DRAWS = 20.0
 _JUMP_SIZES = ("jump_pi_mean", "jump_pi_sd", "jump_tau_mean", "jump_tau_sd")
 
 
@@ -172,40 +172,53 @@ def _step_probabilities(off_diagonal: np.ndarray, dt: float) -> np.ndarray:
     return p
 
 
+def expected_draws(params: Params, n_paths: int) -> tuple[np.ndarray, np.ndarray]:
+    """(transitions (R, R), jumps (R,)): how many times each regime transition i -> j and a jump in each regime
+    are expected to be drawn over n_paths paths of `params.n_steps` steps, from the regime chain started at the
+    initial regime (a step draws its next regime from the current one, then its jump in the next one)."""
+    p = _step_probabilities(np.asarray(params.values["regimes.generator"]), params.dt)
+    pi = np.eye(len(p))[params.initial_regime]
+    at_start, at_next = np.zeros(len(p)), np.zeros(len(p))
+    for _ in range(params.n_steps):
+        at_start += pi
+        pi = pi @ p
+        at_next += pi
+    lam = np.array([float(params.values[f"regimes.{r}.jump_intensity"]) for r in params.regime_names])
+    return n_paths * at_start[:, None] * p, n_paths * at_next * -np.expm1(-lam * params.dt)
+
+
 def rare_draw_note(params: Params, leaf: str, idx: tuple, n_paths: int) -> str | None:
     """Why the score-function gradient of a regime intensity cannot be trusted on `n_paths` paths, or None.
 
     The score function sees an intensity's effect only through the draws it governs: a regime transition i -> j,
-    a jump in a regime. Where that outcome is expected fewer than `MIN_DRAWS` times over all the paths and steps
-    (its step probability x paths x steps, an upper bound), the gradient is left with the no-draw terms,
-    -Cov(metric, time in the regime) for a transition, nothing for a jump intensity of 0, and misses the
-    outcome's effect; its standard error, from the same few draws, does not show it. A jump intensity of 0 in a
-    regime whose jumps are of size 0 has an exact gradient of 0 and no note."""
-    n_steps = params.n_steps
-    draws = float(n_paths) * n_steps
+    a jump in a regime. Where that outcome is expected to be drawn fewer than `MIN_DRAWS` times over all the paths
+    and steps (`expected_draws`), the gradient is left with the no-draw terms (-Cov(metric, time in the regime)
+    for a transition, nothing for a jump intensity of 0) and the few draws, and misses or misjudges the outcome's
+    effect; its standard error, from the same few draws, does not show it. A jump intensity of 0 in a regime
+    whose jumps are of size 0 has an exact gradient of 0 and no note."""
+    names = params.regime_names
     if leaf == "regimes.generator":
         i, j = idx
-        p = float(_step_probabilities(np.asarray(params.values[leaf]), params.dt)[i, j])
-        names = params.regime_names
+        expected = float(expected_draws(params, n_paths)[0][i, j])
         what = f"the transition {names[i]} -> {names[j]}"
     elif leaf.startswith("regimes.") and leaf.endswith(".jump_intensity"):
         regime = leaf.split(".")[1]
-        lam = float(params.values[leaf])
-        if lam == 0.0 and all(float(params.values[f"regimes.{regime}.{k}"]) == 0.0 for k in _JUMP_SIZES):
+        if (float(params.values[leaf]) == 0.0
+                and all(float(params.values[f"regimes.{regime}.{k}"]) == 0.0 for k in _JUMP_SIZES)):
             return None
-        p = -float(np.expm1(-lam * params.dt))
+        expected = float(expected_draws(params, n_paths)[1][names.index(regime)])
         what = f"a jump in regime {regime}"
     else:
         return None
-    expected = p * draws
     if expected >= MIN_DRAWS:
         return None
     name = leaf + "".join(f"[{k}]" for k in idx)
-    seen = ("is never drawn (its intensity is 0)" if p == 0.0 else
-            f"has a probability of {p:.2g} a step: over {n_paths:,} paths x {n_steps} steps it is drawn "
-            f"{expected:.2g} times at most")
-    return (f"{what} {seen}, too rarely for the score function to see its effect, which this gradient misses (its "
-            f"standard error does not show it); compare runs with --set {name}=... instead")
+    if expected == 0.0:
+        return (f"{what} is never drawn (its intensity is 0), so the score function cannot see the effect of more "
+                f"of them; compare runs with --set {name}=...")
+    return (f"{what} is expected to be drawn {expected:.2g} times over these {n_paths:,} paths x {params.n_steps} "
+            "steps, too rarely for the score function to estimate its effect (the standard error, from the same "
+            f"few draws, may not show it); use more paths, or compare runs with --set {name}=...")
 
 
 def driver_unit_scale(key: str) -> tuple[str, float]:
