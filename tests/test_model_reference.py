@@ -190,8 +190,9 @@ def ref_step(ref, t, s, normal, uniform):
     # Issuance, the Fed, net flow, dealers, price impact
     deficit = v["issuance.deficit"] * rg["deficit_mult"] * dt
     net_issuance = deficit - v["issuance.absorption"] * rg["absorption_mult"] * dt
-    fed_buy = (v["fed.backstop"] * v["fed.max_purchases"] * sigmoid((D - v["fed.threshold"]) / v["fed.width"])
-               * dt)
+    fed_width = float(v["fed.width"])  # 0: the hard rule, buying in full once D exceeds the threshold
+    fed_on = (D > v["fed.threshold"]).astype(float) if fed_width == 0 else sigmoid((D - v["fed.threshold"]) / fed_width)
+    fed_buy = v["fed.backstop"] * v["fed.max_purchases"] * fed_on * dt
     F = foreign + forced + vol_sales + net_issuance - fed_buy - relever
     L = s["dealer"]
     cap = v["dealers.capacity"]
@@ -320,9 +321,27 @@ def field(state: State, name: str) -> np.ndarray:
 # the runs
 
 
+# both forms of the step and the observation, compiled once for every run below (they differ in numbers only)
+_select = jax.jit(jax.vmap(step, in_axes=(None, None, 0, 0, 0)))
+_looked_up = jax.jit(lambda pr, t, s, z, u: jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))(
+    pr, t, s, z, u, next_regime(pr, s, u[0])))
+_observe = jax.jit(_simulate.observe)
+# the hard rules: forced sales as min(excess, B), the Fed buying in full above its threshold, no SRF cap
+HARD = ("basis_funds.width=0", "fed.width=0", "fed.srf=false")
+
+
 @pytest.fixture(scope="module")
 def runs():
-    scenario = load_scenario("april_2025", overrides=list(OVERRIDES), horizon=0.1)
+    return _runs(OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def hard_runs():
+    return _runs(OVERRIDES + HARD)
+
+
+def _runs(overrides):
+    scenario = load_scenario("april_2025", overrides=list(overrides), horizon=0.1)
     params = scenario.params(jnp.float64)
     prep = prepare(params)
     ref = Ref(params)
@@ -330,11 +349,10 @@ def runs():
     normals = rng.standard_normal((N_STEPS, 10, N_PATHS))
     u_regime = regime_uniforms(ref)
     u_jump = np.array([[JUMP_U[(p + k) % 2] for p in range(N_PATHS)] for k in range(N_STEPS)])
+    select, looked_up = _select, _looked_up
 
-    select = jax.jit(jax.vmap(step, in_axes=(None, None, 0, 0, 0)))
-    looked_up = jax.jit(lambda pr, t, s, z, u: jax.vmap(step, in_axes=(None, None, 0, 0, 0, 0))(
-        pr, t, s, z, u, next_regime(pr, s, u[0])))
-    observe = jax.jit(lambda pr, s, t: _simulate.observe(params, pr, s, t))
+    def observe(pr, s, t):
+        return _observe(params, pr, s, t)
 
     s_ref = stressed_state(ref)
     s_sel = s_look = to_state(s_ref)
@@ -379,6 +397,22 @@ def test_step_matches_the_reference(runs, form):
     assert_state_close(states[0], runs["refs"][0], -1, form)
     for k in range(N_STEPS):
         assert_state_close(states[k + 1], runs["refs"][k + 1], k, form)
+
+
+@pytest.mark.parametrize("form", ["select", "looked_up"])
+def test_hard_rules_match_the_reference(hard_runs, form):
+    """The same with the hard rules (`basis_funds.width = 0`, `fed.width = 0`: indicators and min/max in place of
+    their smooth forms) and the SRF off, each acting on the reference trajectory."""
+    states = hard_runs["sels" if form == "select" else "looks"]
+    for k in range(N_STEPS):
+        assert_state_close(states[k + 1], hard_runs["refs"][k + 1], k, form)
+    v, dt = hard_runs["ref"].v, hard_runs["ref"].dt
+    diags = hard_runs["diags"]
+    fed_buy = np.stack([d["fed_buy"] for d in diags])
+    full = v["fed.max_purchases"] * dt
+    assert np.any(fed_buy == full) and np.any(fed_buy == 0) and np.all((fed_buy == 0) | (fed_buy == full))
+    assert np.any(np.stack([d["haircut"] for d in diags]) > v["fed.srf_cap"])  # no cap without the SRF
+    assert np.any(np.stack([d["forced"] for d in diags]) > 1.0)
 
 
 def test_observed_zero_yields_match_the_reference_curve(runs):
