@@ -210,6 +210,8 @@ def cmd_event(args) -> int:
     print(fit.table())
     write_fitted_config(args.base, fit, out, overrides=args.overrides, data_dir=args.data)
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+    for name, note in fit.notes.items():
+        print(f"jaxstress: warning: {name}: {note}", file=sys.stderr)
     return 0
 
 

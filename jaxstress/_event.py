@@ -61,7 +61,7 @@ from ._errors import ConfigError, DataError, SimulationError
 from ._output import atomic_file
 from ._reverse import Driver, finite_block_draws, resolve_drivers, set_values
 from ._schema import SECTIONS
-from ._sensitivities import _score
+from ._sensitivities import _score, rare_draw_note
 from ._simulate import BLOCK, METRIC_NAMES, horizon_metrics, seed_key
 
 STEPS_PER_YEAR = 252
@@ -310,6 +310,8 @@ class EventFit:
     sources: str
     wall_s: float = 0.0
     compile_s: float = 0.0
+    # fitted regime intensities whose draws are too rare on the fit's paths for their gradient (`rare_draw_note`)
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def loss_before(self) -> float:
@@ -494,7 +496,9 @@ def fit_event(
         loss_history=history, data_loss_before=float(data_loss0), data_loss_after=float(data_loss1),
         n_paths=model.n_blocks * BLOCK, seed=seed, steps=steps, lr=lr, prior_weight=prior_weight,
         sources=sources_text(tg) if observed is None else "given observations",
-        wall_s=time.perf_counter() - t_start, compile_s=compile_s)
+        wall_s=time.perf_counter() - t_start, compile_s=compile_s,
+        notes={d.name: note for d in drivers
+               if (note := rare_draw_note(model.params, d.leaf, d.index, model.n_blocks * BLOCK))})
 
 
 def _at(drivers: Sequence[Driver], x) -> str:

@@ -519,3 +519,14 @@ def test_cli_messages_name_the_option_that_is_wrong(argv, message, tmp_path, cap
     assert run_cli(argv) == 2
     err = capsys.readouterr().err
     assert err == f"jaxstress: error: {message}\n", err
+
+
+def test_event_fit_notes_regime_intensities_drawn_too_rarely(monkeypatch):
+    """A fitted regime intensity whose transition the fit's paths are not expected to draw (calm -> tariff_shock,
+    over 7 steps from tariff_shock) gets a note, as in sensitivities; a shock size does not (stub simulator)."""
+    _fake_model(monkeypatch)
+    fit = fit_event("april_2025_prior", *APRIL, targets=["y10"], params_to_fit=[TAU, "regimes.generator[0][1]"],
+                    n_paths=PATHS, steps=3)
+    assert list(fit.notes) == ["regimes.generator[0][1]"], fit.notes
+    assert fit.notes["regimes.generator[0][1]"].startswith("the transition calm -> tariff_shock is expected to be "
+                                                           "drawn ")
