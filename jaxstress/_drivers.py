@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from ._config import Params, _check, _check_correlation, parse_key
 from ._errors import ConfigError, did_you_mean
 from ._schema import Field
-from ._sensitivities import _field_of, driver_leaves, expand_names
+from ._sensitivities import _field_of, driver_leaves, expand_names, with_drivers
 
 PORTFOLIO = "portfolio.notional"
 
@@ -142,6 +141,4 @@ def set_drivers(params: Params, values: Mapping[str, object]) -> Params:
                 i, j = off[0]
                 raise ConfigError(f"off-diagonal intensities must be >= 0, got {m[i, j]}",
                                   key=f"regimes.generator[{i}][{j}]")
-    vals = {**params.values, **{k: v for k, v in new.items() if k != PORTFOLIO}}
-    port = eqx.tree_at(lambda p: p.notional, params.portfolio, new[PORTFOLIO])
-    return eqx.tree_at(lambda p: (p.values, p.portfolio), params, (vals, port))
+    return with_drivers(params, new)
