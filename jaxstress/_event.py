@@ -61,7 +61,7 @@ from ._errors import ConfigError, DataError, SimulationError
 from ._output import atomic_file
 from ._reverse import Driver, finite_block_draws, resolve_drivers, set_values
 from ._schema import SECTIONS
-from ._sensitivities import _score, rare_draw_note
+from ._sensitivities import _score, rare_draw_notes
 from ._simulate import BLOCK, METRIC_NAMES, horizon_metrics, seed_key
 
 STEPS_PER_YEAR = 252
@@ -497,8 +497,7 @@ def fit_event(
         n_paths=model.n_blocks * BLOCK, seed=seed, steps=steps, lr=lr, prior_weight=prior_weight,
         sources=sources_text(tg) if observed is None else "given observations",
         wall_s=time.perf_counter() - t_start, compile_s=compile_s,
-        notes={d.name: note for d in drivers
-               if (note := rare_draw_note(model.params, d.leaf, d.index, model.n_blocks * BLOCK))})
+        notes=rare_draw_notes(model.params, [(d.name, d.leaf, d.index) for d in drivers], model.n_blocks * BLOCK))
 
 
 def _at(drivers: Sequence[Driver], x) -> str:

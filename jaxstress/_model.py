@@ -21,7 +21,7 @@ from jaxtyping import Array, Float, Int
 
 from ._config import Params
 from ._curve import loadings
-from ._regimes import transition_matrix
+from ._regimes import transition_matrix, with_diagonal
 from ._schema import REGIME_FIELDS
 
 N_NORMAL = 10  # 5 correlated (r, pi, tau, equity, dollar), r_star, p, basis, jump size pi, jump size tau
@@ -90,9 +90,7 @@ def prepare(params: Params) -> Prep:
     }
     # the diagonal follows from the off-diagonal intensities, so a derivative with respect to an off-diagonal
     # entry moves its row's diagonal too (rows keep summing to zero) and the diagonal itself is not a driver
-    q = v["regimes.generator"]
-    off = q * (1.0 - jnp.eye(q.shape[0], dtype=q.dtype))
-    p = transition_matrix(off - jnp.diag(jnp.sum(off, axis=1)), dt)
+    p = transition_matrix(with_diagonal(v["regimes.generator"]), dt)
     chol = jnp.linalg.cholesky(reg["correlation"])
     jump_p = -jnp.expm1(-reg["jump_intensity"] * dt)  # per-step jump probability by regime
     l10 = jnp.stack(loadings(10.0, k, kc, mu))

@@ -8,6 +8,13 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 
+def with_diagonal(q: Float[Array, "R R"]) -> Float[Array, "R R"]:
+    """The generator with q's off-diagonal intensities and the diagonal that makes each row sum to zero (q's own
+    diagonal is ignored: it follows from the row, so it is not a driver)."""
+    off = q * (1.0 - jnp.eye(q.shape[0], dtype=q.dtype))
+    return off - jnp.diag(jnp.sum(off, axis=1))
+
+
 def transition_matrix(generator: Float[Array, "R R"], dt: float) -> Float[Array, "R R"]:
     """P = expm(Q dt): per-step transition probabilities from the generator Q (rows sum to zero)."""
     p = jax.scipy.linalg.expm(generator * dt)

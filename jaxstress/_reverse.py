@@ -48,7 +48,7 @@ from ._sensitivities import (
     expand_names,
     metric_function,
     parse_metric,
-    rare_draw_note,
+    rare_draw_notes,
     unknown_driver,
 )
 from ._simulate import BLOCK, EXPLODES, _block_draws
@@ -520,7 +520,7 @@ def reverse_stress(
         # large where the optimisation paths' own noise was fitted
         "fresh_z": _fresh_z(achieved["value"], m_best, achieved["stderr"], fit_se),
         # regime intensities whose draws are too rare on the optimisation paths for their gradient (at the start)
-        "notes": {d.name: note for d in drv if (note := rare_draw_note(params, d.leaf, d.index, n_blocks * BLOCK))},
+        "notes": rare_draw_notes(params, [(d.name, d.leaf, d.index) for d in drv], n_blocks * BLOCK),
         "drivers": {d.name: {"start": d.x0, "scale": d.scale, "unit": d.unit,
                              "lo": d.lo if math.isfinite(d.lo) else None,
                              "hi": d.hi if math.isfinite(d.hi) else None} for d in drv},

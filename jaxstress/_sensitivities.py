@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ._config import Params, Scenario
 from ._errors import ConfigError, SimulationError, did_you_mean
 from ._metrics import estimate
+from ._regimes import transition_matrix, with_diagonal
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
 from ._simulate import (
     BLOCK,
@@ -156,27 +157,13 @@ MIN_DRAWS = 20.0
 _JUMP_SIZES = ("jump_pi_mean", "jump_pi_sd", "jump_tau_mean", "jump_tau_sd")
 
 
-def _step_probabilities(off_diagonal: np.ndarray, dt: float) -> np.ndarray:
-    """expm(Q dt) in float64, Q's diagonal from its off-diagonal rows (as the model makes it): scaling and
-    squaring with a Taylor series."""
-    q = np.asarray(off_diagonal, np.float64) * (1.0 - np.eye(len(off_diagonal)))
-    a = (q - np.diag(q.sum(axis=1))) * dt
-    s = max(0, int(np.ceil(np.log2(max(np.abs(a).sum(axis=1).max(), 1e-300)))) + 1)
-    a = a / 2.0**s
-    p, term = np.eye(len(a)), np.eye(len(a))
-    for k in range(1, 20):
-        term = term @ a / k
-        p = p + term
-    for _ in range(s):
-        p = p @ p
-    return p
-
-
 def expected_draws(params: Params, n_paths: int) -> tuple[np.ndarray, np.ndarray]:
     """(transitions (R, R), jumps (R,)): how many times each regime transition i -> j and a jump in each regime
     are expected to be drawn over n_paths paths of `params.n_steps` steps, from the regime chain started at the
     initial regime (a step draws its next regime from the current one, then its jump in the next one)."""
-    p = _step_probabilities(np.asarray(params.values["regimes.generator"]), params.dt)
+    with jax.enable_x64(True):  # the model's step probabilities, in float64 (rare transitions are small numbers)
+        q = jnp.asarray(np.asarray(params.values["regimes.generator"]), jnp.float64)
+        p = np.asarray(transition_matrix(with_diagonal(q), params.dt))
     pi = np.eye(len(p))[params.initial_regime]
     at_start, at_next = np.zeros(len(p)), np.zeros(len(p))
     for _ in range(params.n_steps):
@@ -187,7 +174,14 @@ def expected_draws(params: Params, n_paths: int) -> tuple[np.ndarray, np.ndarray
     return n_paths * at_start[:, None] * p, n_paths * at_next * -np.expm1(-lam * params.dt)
 
 
-def rare_draw_note(params: Params, leaf: str, idx: tuple, n_paths: int) -> str | None:
+def rare_draw_notes(params: Params, drivers, n_paths: int) -> dict[str, str]:
+    """name -> `rare_draw_note` for the (name, leaf, index) `drivers` that have one, the expected draws computed
+    once."""
+    draws = expected_draws(params, n_paths)
+    return {name: note for name, leaf, idx in drivers if (note := rare_draw_note(params, leaf, idx, n_paths, draws))}
+
+
+def rare_draw_note(params: Params, leaf: str, idx: tuple, n_paths: int, draws=None) -> str | None:
     """Why the score-function gradient of a regime intensity cannot be trusted on `n_paths` paths, or None.
 
     The score function sees an intensity's effect only through the draws it governs: a regime transition i -> j,
@@ -195,18 +189,21 @@ def rare_draw_note(params: Params, leaf: str, idx: tuple, n_paths: int) -> str |
     and steps (`expected_draws`), the gradient is left with the no-draw terms (-Cov(metric, time in the regime)
     for a transition, nothing for a jump intensity of 0) and the few draws, and misses or misjudges the outcome's
     effect; its standard error, from the same few draws, does not show it. A jump intensity of 0 in a regime
-    whose jumps are of size 0 has an exact gradient of 0 and no note."""
+    whose jumps are of size 0 has an exact gradient of 0 and no note. `draws`: `expected_draws(params, n_paths)`
+    where already computed."""
     names = params.regime_names
+    if draws is None and leaf.startswith("regimes."):
+        draws = expected_draws(params, n_paths)
     if leaf == "regimes.generator":
         i, j = idx
-        expected = float(expected_draws(params, n_paths)[0][i, j])
+        expected = float(draws[0][i, j])
         what = f"the transition {names[i]} -> {names[j]}"
     elif leaf.startswith("regimes.") and leaf.endswith(".jump_intensity"):
         regime = leaf.split(".")[1]
         if (float(params.values[leaf]) == 0.0
                 and all(float(params.values[f"regimes.{regime}.{k}"]) == 0.0 for k in _JUMP_SIZES)):
             return None
-        expected = float(expected_draws(params, n_paths)[1][names.index(regime)])
+        expected = float(draws[1][names.index(regime)])
         what = f"a jump in regime {regime}"
     else:
         return None
@@ -603,6 +600,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         vals = np.concatenate([f[n_grad:] for f in flats])
     out = {}
     nc = len(grads)
+    notes = rare_draw_notes(params, names, blocks * BLOCK)
     for display, leaf, idx in names:
         per = np.array([driver_entry(g[leaf], leaf, idx) for g in grads], dtype=np.float64)
         at = np.asarray(leaves[leaf])[idx] if idx else np.asarray(leaves[leaf])
@@ -611,7 +609,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
         out[display] = {"at": float(at), "value": gval,
                         "stderr": float(per.std(ddof=1) / np.sqrt(nc)) if nc > 1 else float("nan"),
                         "unit": unit, "scale": scale, "scaled": gval * scale,
-                        "note": rare_draw_note(params, leaf, idx, blocks * BLOCK)}
+                        "note": notes.get(display)}
     check_finite_result(scenario.name, metric, np.asarray(vals), out)
     # the value as a run reports it (a quantile's chunks all share one VaR, so their spread says nothing of it);
     # the values in the simulation's dtype, as the values pass gives them
