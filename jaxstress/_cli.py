@@ -198,6 +198,8 @@ KEY_METRICS = (
 
 
 def format_table(summary: dict) -> str:
+    from ._metrics import interval_text
+
     m, units = summary["metrics"], summary["units"]
     rate = f"{summary['path_steps_per_s'] / 1e6:.2f} M path-steps/s"
     rest_paths = summary["paths"] - summary.get("chunk_size", summary["paths"])
@@ -212,7 +214,7 @@ def format_table(summary: dict) -> str:
             val, se = m[k]["value"], m[k]["stderr"]
             val_text = f"{val:12.4g}" if val is not None else f"{'n/a':>12s}"
             se_text = f"{se:10.2g}" if se is not None else f"{'n/a':>10s}"
-            lines.append(f"{k:34s} {val_text} {se_text}  {units.get(k, '')}")
+            lines.append(f"{k:34s} {val_text} {se_text}  {units.get(k, '')}{interval_text(m[k])}")
     pf = summary["portfolio"]
     lines.append(f"portfolio {pf['name']}: PV {pf['pv_bn']:.4g} $bn, DV01 {pf['dv01_bn'] * 1e3:.4g} $mm/bp")
     return "\n".join(lines)
@@ -420,11 +422,15 @@ def cmd_compare(args) -> int:
     keys = [k for k in KEY_METRICS if any(k in s["metrics"] for s in summaries)]
     units = {k: next((s["units"].get(k) for s in summaries if s["units"].get(k)), "") for k in keys}
 
+    from ._metrics import interval_text
+
     def cell(s, k):
         m = s["metrics"].get(k)
         if m is None:
             return "-"
         se = m.get("stderr")
+        if interval_text(m):  # a probability: its interval says more than its plug-in error, which is 0 at 0
+            return f"{m['value']:.3g} [{m['interval'][0]:.2g}, {m['interval'][1]:.2g}]"
         return f"{m['value']:.4g} \u00b1 {se:.2g}" if isinstance(se, int | float) else f"{m['value']:.4g}"
 
     def num(v, fmt):

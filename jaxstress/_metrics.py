@@ -3,8 +3,9 @@
 Standard errors: a mean's is sd/sqrt(n); a standard deviation's uses the fourth moment,
 sqrt((m4 - s^4) / (4 s^2 n)); a quantile's is half the distance between the empirical quantiles at
 q -/+ sqrt(q(1-q)/n) (the order-statistic interval, which needs no density estimate); a probability's is
-sqrt(p(1-p)/n); expected shortfall ES_q = VaR_q + E[(L - VaR_q)+] / (1 - q) has the standard error of that mean,
-std((L - VaR_q)+) / ((1 - q) sqrt(n)).
+sqrt(p(1-p)/n), and a probability also gets a 95% Wilson score interval (`wilson`), which stays informative where
+few or no paths cross and sqrt(p(1-p)/n) is 0 or too small; expected shortfall
+ES_q = VaR_q + E[(L - VaR_q)+] / (1 - q) has the standard error of that mean, std((L - VaR_q)+) / ((1 - q) sqrt(n)).
 """
 
 from __future__ import annotations
@@ -67,6 +68,36 @@ def prob_se(ind: np.ndarray) -> tuple[float, float]:
     return p, float(np.sqrt(p * (1 - p) / ind.size))
 
 
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (lower, upper) of a probability from k successes in n trials, at the normal
+    quantile z (95% two-sided by default): the p with |k/n - p| <= z sqrt(p(1-p)/n). Unlike k/n -/+ z times the
+    plug-in standard error it is not empty at k = 0 (upper bound z^2/(n + z^2), about 3.84/n) or k = n, and its
+    coverage is near the nominal level down to a few successes."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # at k = 0 (k = n) the bound is exactly 0 (1); the formula gives it up to a rounding
+    return (0.0 if k == 0 else float(centre - half)), (1.0 if k == n else float(centre + half))
+
+
+def prob_interval(ind: np.ndarray) -> dict[str, float | list[float]]:
+    """{"value", "stderr", "interval"} of a probability from per-path indicators: the share of paths, its
+    plug-in standard error and its 95% Wilson interval."""
+    p, se = prob_se(ind)
+    return {"value": p, "stderr": se, "interval": list(wilson(int(np.count_nonzero(ind)), ind.size))}
+
+
+def interval_text(entry: dict) -> str:
+    """", 95% [lower, upper]" for a statistic with an interval (a probability's Wilson interval), else ""."""
+    lo, hi = entry.get("interval") or (None, None)
+    return f", 95% [{lo:.3g}, {hi:.3g}]" if isinstance(lo, int | float) and isinstance(hi, int | float) else ""
+
+
 def estimate(x: np.ndarray, kind: str, q: float = 0.0, level: float = 0.0) -> tuple[float, float]:
     """(value, standard error) of a metric of kind "mean", "quantile" (at q), "es" (at q) or "prob" (x > level)
     from per-path values x: the plain estimators a run reports, for every verb that reports a metric."""
@@ -127,7 +158,8 @@ def summarize(per_path: dict[str, np.ndarray], level: float = 5.0,
               workers: int | None = None) -> dict[str, dict[str, float]]:
     """Metric name -> {"value", "stderr"} for every statistic of the per-path metrics (`SimulationResult.metrics`):
     means, standard deviations, tail quantiles, ES, and the probabilities that the 10y ends (or peaks) above
-    `level` percent (named `prob_y10_above_<level>pct`, a decimal point written as 'p'). A run's summary.json
+    `level` percent (named `prob_y10_above_<level>pct`, a decimal point written as 'p'), which also get
+    "interval", their 95% Wilson interval [lower, upper]. A run's summary.json
     adds the foreign holders' sales by holder (`_output.holder_sales`). Per-path values in float32 are
     summarized in float64 (one copy per metric in flight). The metrics are summarized in `workers` threads
     (None: `summary_workers`), with the same results as one."""
@@ -157,7 +189,7 @@ def summarize(per_path: dict[str, np.ndarray], level: float = 5.0,
     tag = f"{level:g}".replace(".", "p")
     for name, prob in (("y10_level_pct", "prob_y10_above"), ("y10_max_level_pct", "prob_y10_max_above")):
         if name in per_path:
-            put(f"{prob}_{tag}pct", prob_se(np.asarray(per_path[name], np.float64) > level))
+            out[f"{prob}_{tag}pct"] = prob_interval(np.asarray(per_path[name], np.float64) > level)
     return out
 
 

@@ -480,7 +480,8 @@ COMPARE_METRICS = (
 
 def compare_chart(summaries: Sequence[Mapping], labels: Sequence[str], path,
                   metrics: Sequence[str] = COMPARE_METRICS) -> pathlib.Path:
-    """One small bar chart per metric, a bar per run with a 95% Monte Carlo interval (1.96 standard errors)."""
+    """One small bar chart per metric, a bar per run with a 95% Monte Carlo interval (1.96 standard errors, or a
+    probability's Wilson interval, which is not empty where no path crosses)."""
     metrics = [m for m in metrics if any(m in s.get("metrics", {}) for s in summaries)] or list(metrics)[:1]
     ncols = min(3, len(metrics))
     nrows = -(-len(metrics) // ncols)
@@ -489,14 +490,22 @@ def compare_chart(summaries: Sequence[Mapping], labels: Sequence[str], path,
     colors = _palette(len(summaries))
     xs = np.arange(len(summaries))
     for ax, m in zip(axes, metrics):
-        vals, errs = [], []
+        vals, lows, highs = [], [], []
         for s in summaries:
             e = s.get("metrics", {}).get(m)
-            vals.append(float(e["value"]) if e else np.nan)
-            errs.append(1.96 * float(e["stderr"]) if e and e.get("stderr") is not None else 0.0)
-        vals, errs = np.asarray(vals), np.nan_to_num(np.asarray(errs))
-        ax.bar(xs, np.nan_to_num(vals), yerr=errs, color=colors, capsize=4, width=0.7)
-        for xi, v, e in zip(xs, vals, errs):
+            v = float(e["value"]) if e and e.get("value") is not None else np.nan
+            vals.append(v)
+            lo, hi = (e.get("interval") or (None, None)) if e else (None, None)
+            if lo is not None and hi is not None:
+                below, above = max(v - lo, 0.0), max(hi - v, 0.0)
+            else:
+                below = above = 1.96 * float(e["stderr"]) if e and e.get("stderr") is not None else 0.0
+            lows.append(below)
+            highs.append(above)
+        vals = np.asarray(vals)
+        lows, highs = np.nan_to_num(np.asarray(lows)), np.nan_to_num(np.asarray(highs))
+        ax.bar(xs, np.nan_to_num(vals), yerr=np.stack([lows, highs]), color=colors, capsize=4, width=0.7)
+        for xi, v, e in zip(xs, vals, np.where(vals >= 0, highs, lows)):
             if np.isnan(v):
                 ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8)
             else:

@@ -14,6 +14,8 @@ import os
 import pathlib
 from collections.abc import Mapping, Sequence
 
+from ._metrics import interval_text
+
 # the metrics of the key table, in order, with what a desk calls them
 METRIC_LABELS = {
     "y2_change_bp_mean": "2y zero yield change, mean",
@@ -99,7 +101,8 @@ def _metric_rows(summary: Mapping, keys: Sequence[str], labels: bool = True) -> 
         m = metrics[k]
         label = f"{_e(METRIC_LABELS.get(k, ''))}<br><code>{_e(k)}</code>" if labels else f"<code>{_e(k)}</code>"
         rows.append(f"<tr><td>{label}</td><td class=num>{_fmt(m.get('value'))}</td>"
-                    f"<td class=num>{_fmt(m.get('stderr'), 2)}</td><td>{_e(units.get(k, ''))}</td></tr>")
+                    f"<td class=num>{_fmt(m.get('stderr'), 2)}</td><td>{_e(units.get(k, '') + interval_text(m))}</td>"
+                    "</tr>")
     return rows
 
 

@@ -377,8 +377,8 @@ def fresh_estimate(scenario: Scenario, metric: str, n_paths: int, seed: int, dty
         raise ConfigError(f"the re-estimate of {metric} has no finite paths")
     level = spec.level if spec.kind == "prob" else 5.0
     table = summarize(per_path, level)
-    if metric in table:
-        out = dict(table[metric])
+    if metric in table:  # a probability's interval is left to run's summary: achieved is {"value", "stderr"}
+        out = {"value": table[metric]["value"], "stderr": table[metric]["stderr"]}
     else:  # names summarize spells differently (prob_y10_above_5.5pct, y10_level_pct_mean, ..._q97)
         v, se = estimate(per_path[spec.base], spec.kind, spec.q, spec.level)
         out = {"value": v, "stderr": se}

@@ -20,6 +20,17 @@ def small_run(tmp_path_factory):
     return out
 
 
+def test_run_table_prints_a_probability_with_its_interval(small_run):
+    from jaxstress._cli import format_table
+
+    summary = json.loads((small_run / "summary.json").read_text())
+    p = summary["metrics"]["prob_y10_above_5pct"]
+    line = next(x for x in format_table(summary).splitlines() if x.startswith("prob_y10_above_5pct "))
+    assert line.endswith(f"probability, 95% [{p['interval'][0]:.3g}, {p['interval'][1]:.3g}]")
+    mean = next(x for x in format_table(summary).splitlines() if x.startswith("y10_change_bp_mean "))
+    assert mean.endswith(" bp")
+
+
 def test_run_writes_summary_and_quantiles(small_run):
     summary = json.loads((small_run / "summary.json").read_text())
     for key in ("scenario", "seed", "paths", "steps", "dt", "version", "config_hash", "wall_time_s", "backend",
@@ -30,7 +41,8 @@ def test_run_writes_summary_and_quantiles(small_run):
     for name in ("y10_change_bp_mean", "y30_change_bp_q99", "prob_y10_above_5pct", "portfolio_loss_var_99",
                  "portfolio_loss_es_99", "foreign_sales_bn_mean", "forced_sales_bn_mean", "fed_purchases_bn_mean",
                  "interest_cost_change_bn_mean"):
-        assert set(m[name]) == {"value", "stderr"} and np.isfinite(m[name]["value"])
+        extra = {"interval"} if name.startswith("prob_") else set()
+        assert set(m[name]) == {"value", "stderr"} | extra and np.isfinite(m[name]["value"])
     assert m["portfolio_loss_es_99"]["value"] >= m["portfolio_loss_var_99"]["value"]
     holders = [k for k in m
                if k.startswith("foreign_sales_") and k.endswith("_bn_mean") and k != "foreign_sales_bn_mean"]

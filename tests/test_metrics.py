@@ -81,3 +81,56 @@ def test_units_are_the_readmes():
         want = table[name].strip()
         for stat in ("", "_mean", "_q99", "_es99"):
             assert unit_of(name + stat) == want, (name + stat, unit_of(name + stat), want)
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (0, 200), (1, 200), (7, 200), (100, 200), (199, 200), (200, 200),
+                                 (3, 100_000), (0, 10_000_000)])
+def test_wilson_interval_matches_statsmodels_and_its_definition(k, n):
+    from statsmodels.stats.proportion import proportion_confint
+
+    from jaxstress._metrics import Z95, wilson
+
+    lo, hi = wilson(k, n)
+    ref = proportion_confint(k, n, alpha=0.05, method="wilson")
+    np.testing.assert_allclose((lo, hi), ref, rtol=1e-9, atol=1e-15)
+    p = k / n
+    for bound in (lo, hi):  # the interval's ends solve |p - b| = z sqrt(b (1 - b) / n)
+        if 0.0 < bound < 1.0:
+            assert abs(p - bound) == pytest.approx(Z95 * np.sqrt(bound * (1 - bound) / n), rel=1e-9)
+    if k == 0:  # no path crosses: the plug-in error is 0, the interval is not
+        assert lo == 0.0 and hi == pytest.approx(Z95**2 / (n + Z95**2), rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.002, 0.01, 0.05, 0.3])
+def test_wilson_interval_covers_about_95_percent(p):
+    """Exact coverage over the binomial distribution (no simulation): at n = 1,000 the Wilson interval covers p
+    with probability near 95% (it oscillates with k; 0.92-0.98 here), while the plug-in interval
+    p_hat -/+ 1.96 sqrt(p_hat (1 - p_hat) / n) falls far short for rare events."""
+    from scipy.stats import binom
+
+    from jaxstress._metrics import Z95, wilson
+
+    n = 1000
+    ks = np.arange(n + 1)
+    pmf = binom.pmf(ks, n, p)
+    covered = np.array([wilson(int(k), n)[0] <= p <= wilson(int(k), n)[1] for k in ks])
+    assert 0.92 <= pmf[covered].sum() <= 0.985
+    if p <= 0.002:
+        ph = ks / n
+        plug = np.abs(ph - p) <= Z95 * np.sqrt(ph * (1 - ph) / n)
+        assert pmf[plug].sum() < 0.9
+
+
+def test_summary_probabilities_have_their_wilson_interval(x):
+    from jaxstress._metrics import wilson
+
+    per_path = {"y10_level_pct": x, "y10_max_level_pct": x + 100.0}
+    out = summarize(per_path, level=3.0)
+    above = out["prob_y10_above_3pct"]
+    k = int(np.count_nonzero(x > 3.0))
+    assert above["value"] == k / N and above["interval"] == list(wilson(k, N))
+    assert above["interval"][0] < above["value"] < above["interval"][1]
+    every = out["prob_y10_max_above_3pct"]  # every path above: value 1, stderr 0, the interval's lower end below 1
+    assert every["value"] == 1.0 and every["stderr"] == 0.0
+    assert every["interval"][1] == 1.0 and every["interval"][0] == pytest.approx(N / (N + 1.959963984540054**2))
+    assert all("interval" not in v for name, v in out.items() if not name.startswith("prob_"))

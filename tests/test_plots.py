@@ -124,6 +124,13 @@ def test_compare_prints_runs_side_by_side_and_draws(runs, tmp_path, capsys):
     sb = json.loads((b / "summary.json").read_text())["metrics"]["y10_change_bp_mean"]
     assert row.count("\u00b1") == 2 and f"{sa['value']:.4g}" in row and f"{sb['value']:.4g}" in row
     assert sa["value"] != sb["value"]  # two seeds, two columns
+    # a probability shows its Wilson interval in place of the plug-in error; a summary without one (written before
+    # intervals were reported) shows its error
+    pa = json.loads((a / "summary.json").read_text())["metrics"]["prob_y10_max_above_5pct"]
+    lo, hi = pa["interval"]
+    assert lo <= pa["value"] <= hi and lo < hi
+    prow = next(line for line in text.splitlines() if line.startswith("prob_y10_max_above_5pct "))
+    assert f"{pa['value']:.3g} [{lo:.2g}, {hi:.2g}]" in prow and "\u00b1" not in prow
     w, h, size = _png_size(out / "compare.png")
     assert w >= 800 and size > 20_000
     from jaxstress._output import OUTPUT_NAMES
@@ -137,8 +144,13 @@ def test_compare_prints_runs_side_by_side_and_draws(runs, tmp_path, capsys):
     s = json.loads((b / "summary.json").read_text())
     s["portfolio"]["name"] = "another_book"
     (other / "summary.json").write_text(json.dumps(s))
+    del s["metrics"]["prob_y10_max_above_5pct"]["interval"]
+    (other / "summary.json").write_text(json.dumps(s))
     assert main(["compare", str(a), str(other), "--out", str(out)]) == 0
-    assert "value different portfolios" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "value different portfolios" in text
+    prow = next(line for line in text.splitlines() if line.startswith("prob_y10_max_above_5pct "))
+    assert prow.count("[") == 1 and prow.count("\u00b1") == 1
 
 
 def test_compare_rejects_missing_or_malformed_summary(runs, tmp_path, capsys):
