@@ -470,10 +470,20 @@ def cmd_reverse(args) -> int:
     for name, note in res["notes"].items():
         print(f"jaxstress: warning: {name}: {note}", file=sys.stderr)
     if not res["reached"]:
-        print(f"jaxstress: warning: target not reached within the drivers' bounds and {args.steps} steps; the "
-              "closest point is reported", file=sys.stderr)
+        print(f"jaxstress: warning: {not_reached_text(res)}", file=sys.stderr)
         return 1
     return 0
+
+
+def not_reached_text(res: dict) -> str:
+    """Why a reverse stress test ended away from its target: the drivers held at a bound, or the steps used up."""
+    steps, used = res["settings"]["steps"], res["evaluations"] - 1  # the start is not a step
+    why = []
+    if res["at_bound"]:
+        why.append(f"{', '.join(res['at_bound'])} at {'its' if len(res['at_bound']) == 1 else 'their'} bound")
+    why.append(f"all {steps} steps used (--steps)" if used >= steps else f"{used} of {steps} steps used")
+    return (f"target not reached ({'; '.join(why)}); the closest point is reported: "
+            f"{res['target']['metric']} = {res['fit_value']:.6g} against {res['target']['value']:.6g}")
 
 
 def format_reverse(res: dict) -> str:

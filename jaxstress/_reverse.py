@@ -100,7 +100,8 @@ def resolve_drivers(scenario: Scenario, names: Sequence[str], what: str = "--dri
     if not names:
         raise ConfigError("give at least one driver, e.g. holders.japan.sell_rate", key=what)
     if len(set(names)) != len(names):
-        raise ConfigError(f"drivers repeated: {', '.join(n for n in names if list(names).count(n) > 1)}", key=what)
+        twice = dict.fromkeys(n for n in names if list(names).count(n) > 1)  # each name once, in order
+        raise ConfigError(f"drivers repeated: {', '.join(twice)}", key=what)
     params = scenario.params()
     leaves = driver_leaves(params)
     known = [n for n, leaf, _ in expand_names(params, leaves) if leaf != "portfolio.notional"]
@@ -174,8 +175,8 @@ def override_strings(scenario: Scenario, drivers: Sequence[Driver], x: Sequence[
     if q is not None:
         rows = sorted({d.index[0] for d in drivers if d.leaf == "regimes.generator"})
         for i in rows:
-            diag = -float(sum(q[i, j] for j in range(q.shape[1]) if j != i))
-            out.append(f"regimes.generator[{i}][{i}]={diag!r}")
+            diag = -float(sum(q[i, j] for j in range(q.shape[1]) if j != i))  # 12 digits: no 0.30000000000000004
+            out.append(f"regimes.generator[{i}][{i}]={float(f'{diag:.12g}')!r}")
     return out
 
 
@@ -195,14 +196,35 @@ def with_overrides(scenario: Scenario, overrides: Sequence[str]) -> Scenario:
 
 
 def _stationary(v, grad_g, lo_v, hi_v, angle: float = 0.02) -> bool:
-    """KKT on the free coordinates: v parallel to the constraint gradient (sine of the angle below `angle`)."""
-    free = (v > lo_v + 1e-9) & (v < hi_v - 1e-9)
+    """KKT of min |v|^2 s.t. g(v) = 0, lo_v <= v <= hi_v: 2 v + lam grad_g = mu_lo - mu_hi with mu >= 0 for some
+    multiplier lam. On the free coordinates v is parallel to the constraint gradient (the sine of the angle below
+    `angle`), with lam from them by least squares; on a coordinate at its lower (upper) bound the Lagrangian's
+    derivative 2 v_i + lam grad_g_i must not be negative (positive) beyond `angle` |2 v|: otherwise moving that
+    driver off its bound shortens the distance along the constraint. With no free coordinate some lam must satisfy
+    every bound's sign at once."""
+    at_lo, at_hi = v <= lo_v + 1e-9, v >= hi_v - 1e-9
+    free = ~(at_lo | at_hi)
     vf, gf = v[free], grad_g[free]
     nv, ng = float(np.linalg.norm(vf)), float(np.linalg.norm(gf))
-    if free.sum() <= 1 or nv == 0.0 or ng == 0.0:
+    if free.sum() > 1 and nv > 0.0 and ng > 0.0:
+        cos = float(vf @ gf) / (nv * ng)
+        if math.sqrt(max(1.0 - cos * cos, 0.0)) > angle:
+            return False
+    slack = angle * 2.0 * float(np.linalg.norm(v))
+    # the bounds' conditions a_i + lam b_i >= -slack, with a = 2 v, b = grad_g (the upper bounds' signs flipped)
+    sign = np.where(at_lo, 1.0, -1.0)[~free]
+    a, b = sign * 2.0 * v[~free], sign * grad_g[~free]
+    if not a.size:
         return True
-    cos = float(vf @ gf) / (nv * ng)
-    return math.sqrt(max(1.0 - cos * cos, 0.0)) <= angle
+    if ng > 0.0:
+        lam = -2.0 * float(vf @ gf) / (ng * ng)
+        return bool(np.all(a + lam * b >= -slack))
+    if free.any() and nv > 0.0:  # a free coordinate away from the start that the constraint does not see
+        return False
+    # no free coordinate constrains lam: is there one that satisfies every bound?
+    lo_lam = max([(-slack - ai) / bi for ai, bi in zip(a, b) if bi > 0], default=-math.inf)
+    hi_lam = min([(-slack - ai) / bi for ai, bi in zip(a, b) if bi < 0], default=math.inf)
+    return bool(lo_lam <= hi_lam and np.all(a[b == 0] >= -slack))
 
 
 def finite_block_draws(key, n_blocks: int, dtype):
@@ -328,8 +350,7 @@ def _solve(evaluate, record, m0, grad0, target, tol, lo_u, hi_u, steps, lr, rho,
             g = (m - target) / gscale
             grad_g = gu * radius / gscale
             if abs(m - target) <= tol and _stationary(v, grad_g, lo_v, hi_v):
-                best[:] = [(0.0, float(np.linalg.norm(v * radius))), v * radius, m, gu]
-                break
+                break  # `ev` kept it as the best point if it is the smallest feasible one so far
         grad = 2.0 * v + (lam + rho * g) * grad_g
         upd, state = update(jnp.asarray(grad, jnp.float32), state)
         v = np.clip(v + np.asarray(upd, np.float64), lo_v, hi_v)
@@ -387,6 +408,14 @@ def fresh_estimate(scenario: Scenario, metric: str, n_paths: int, seed: int, dty
     return out
 
 
+def target_tolerance(start: float, target: float, kind: str, dtype) -> float:
+    """The default accepted |metric - target|: 1% of the starting gap, but not below 64 times the dtype's resolution
+    of the larger of the start and the target (a target that the metric already meets in floating point is not
+    searched for), nor below 1e-4 for a probability."""
+    tol = max(abs(start - target) * 0.01, 64 * float(jnp.finfo(dtype).eps) * max(abs(start), abs(target)))
+    return max(tol, 1e-4) if kind == "prob" else tol
+
+
 def reverse_stress(
     scenario: Scenario | str,
     target_metric: str,
@@ -416,7 +445,8 @@ def reverse_stress(
         drivers: config keys as --set takes them; `regimes.generator[i][j]` entries are allowed.
         n_paths, seed: the fixed paths of the optimisation (common random numbers).
         steps: at most this many gradient steps (Adam, learning rate `lr` with cosine decay).
-        tol: accepted |metric - target| on the optimisation paths (default 1% of the initial gap).
+        tol: accepted |metric - target| on the optimisation paths (default `target_tolerance`: 1% of the initial
+            gap, at least what the dtype resolves; for a probability at least 1e-4).
         fresh_seed, fresh_paths: the re-estimate (default seed + 1 and 2 x n_paths).
         n_paths is rounded up to whole blocks of 256.
         width: smoothing width of probability metrics (percent), as in `sensitivities`.
@@ -425,7 +455,9 @@ def reverse_stress(
     diagonals), `change_in_scales` (driver -> (new - old) / scale) and `distance` (Euclidean norm of those),
     `achieved` ({"value", "stderr"} on fresh paths), `fit_value` (metric on the optimisation paths) and
     `fit_stderr` (its Monte Carlo standard error, scaled from the fresh paths' spread), `target`,
-    `start` (metric and drivers before), `reached`, `history` (list of {iteration, metric, distance, drivers}),
+    `start` (metric and drivers before), `reached`, `at_bound` (the drivers the solution holds at a bound),
+    `evaluations` (gradient evaluations, the start's included), `history` (list of {iteration, metric, distance,
+    drivers}),
     `drivers` (start value, scale, unit, bounds of each) and timings.
     """
     t_start = time.perf_counter()
@@ -478,7 +510,7 @@ def reverse_stress(
     compile_s = time.perf_counter() - tc
     record(np.zeros(len(drv)), m0, "start")
     gap0 = m0 - target
-    tol = abs(gap0) * 0.01 if tol is None else float(tol)
+    tol = target_tolerance(m0, target, spec.kind, dtype) if tol is None else float(tol)
     if spec.kind == "prob":
         tol = max(tol, 1e-4)
     if abs(gap0) <= tol:
@@ -495,6 +527,7 @@ def reverse_stress(
     ovs = override_strings(sc, drv, x_best)
     solution = {d.name: _round(float(v), d) for d, v in zip(drv, x_best)}
     u_final = (np.array(list(solution.values())) - x0) / scale
+    at_bound = [d.name for d, x in zip(drv, solution.values()) if x <= d.lo or x >= d.hi]
     t_fit = time.perf_counter() - t_start
 
     # re-estimate on fresh paths with the solution as --set overrides (validates the solution as a config)
@@ -512,6 +545,9 @@ def reverse_stress(
         "change_in_scales": {d.name: float(c) for d, c in zip(drv, u_final)},
         "distance": float(np.linalg.norm(u_final)),
         "reached": bool(reached),
+        # the drivers the solution holds at a bound, and the gradient evaluations used (of `steps`, plus the start)
+        "at_bound": at_bound,
+        "evaluations": len(history),
         "fit_value": m_best,
         # standard error of fit_value (the optimisation paths' own Monte Carlo error), from the fresh paths' spread
         "fit_stderr": fit_se,

@@ -268,6 +268,89 @@ def test_event_cli_writes_a_valid_scenario(april_fit, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ reverse
 
 
+def test_repeated_driver_is_named_once_and_generator_diagonal_is_clean():
+    sc = load_scenario("april_2025_prior")
+    with pytest.raises(ConfigError, match=r"drivers repeated: holders.japan.sell_rate$"):
+        resolve_drivers(sc, ["holders.japan.sell_rate", "basis_funds.leverage", "holders.japan.sell_rate"])
+    d = resolve_drivers(sc, ["regimes.generator[1][0]", "regimes.generator[1][2]"])
+    ovs = override_strings(sc, d, [0.1, 0.2])  # row 1 = [0.1, ., 0.2, 25]: 0.1 + 0.2 + 25 is 25.3000000000000007
+    assert "regimes.generator[1][1]=-25.3" in ovs
+
+
+# ------------------------------------------------------------------------------------------------ the solver
+
+
+def test_stationary_checks_the_bounds_signs():
+    """KKT of min |v|^2 s.t. g(v) = 0 with bounds: min v0^2 + v1^2 s.t. v0 + v1 = 1, v1 <= 0.2 has its minimum at
+    (0.8, 0.2), with v1 on its bound (the multiplier -1.6 leaves 2 v1 + lam = -1.2 <= 0, the bound's sign)."""
+    from jaxstress._reverse import _stationary
+
+    inf = np.inf
+    grad = np.array([1.0, 1.0])
+    assert _stationary(np.array([0.8, 0.2]), grad, np.array([-inf, -inf]), np.array([inf, 0.2]))
+    assert not _stationary(np.array([0.8, 0.2]), grad, np.array([-inf, -inf]), np.array([inf, 0.5]))  # both free
+    assert _stationary(np.array([0.5, 0.5]), grad, np.array([-inf, -inf]), np.array([inf, inf]))  # the free optimum
+    # a driver held at its lower bound away from the start although the constraint does not see it there (the
+    # leverage of the README's example, where the metric is flat): moving it back shortens the distance
+    assert not _stationary(np.array([1.0, -3.0]), np.array([1.0, 0.0]), np.array([-inf, -3.0]),
+                           np.array([inf, inf]))
+    # v0 - v1 = 4 with v1 >= -1.5: the free optimum (2, -2) is out of bounds, so (2.5, -1.5) is the minimum
+    # (lam = -5 from v0, and 2 v1 + lam g1 = -3 + 5 >= 0); (1, -3) on the same line, at a bound of -3, is not
+    assert _stationary(np.array([2.5, -1.5]), np.array([1.0, -1.0]), np.array([-inf, -1.5]), np.array([inf, inf]))
+    assert not _stationary(np.array([1.0, -3.0]), np.array([1.0, -1.0]), np.array([-inf, -3.0]),
+                           np.array([inf, inf]))
+    # no free coordinate: some multiplier must satisfy both bounds' signs. At the corner (0.5, -0.5) of
+    # v0 <= 0.5, v1 >= -0.5 the line v0 + v1 = 0 runs on towards the origin inside the bounds (lam <= -1 for the
+    # upper bound, lam >= 1 for the lower: none), while on v0 - v1 = 1 the corner is the only feasible point
+    lo, hi = np.array([-inf, -0.5]), np.array([0.5, inf])
+    assert not _stationary(np.array([0.5, -0.5]), np.array([1.0, 1.0]), lo, hi)
+    assert _stationary(np.array([0.5, -0.5]), np.array([1.0, -1.0]), lo, hi)
+
+
+def test_solver_moves_a_bounded_driver_back_off_its_bound():
+    """The README example's shape: the metric rises with u0 and with a lower u1 until u1 = -7, flat below; the
+    line search lands on the target with u1 on its bound (-20), distance 21.9, but the minimum-norm point on
+    m = u0 + 3 min(-u1, 7) = 30 is the kink (9, -7), distance 11.40. The solver must not stop at the bound; every
+    point it returns as reached is the smallest feasible one it evaluated."""
+    from jaxstress._reverse import _solve
+
+    def metric(u):
+        return float(u[0] + 3 * min(-u[1], 7.0)), np.array([1.0, -3.0 if u[1] > -7.0 else 0.0])
+
+    seen = []
+    target, tol = 30.0, 0.3
+    m0, g0 = metric(np.zeros(2))
+    u, m, reached = _solve(metric, lambda u, m, phase: seen.append((u.copy(), m)), m0, g0, target, tol,
+                           np.array([-np.inf, -20.0]), np.array([np.inf, np.inf]), 200, 0.02, 10.0, 10)
+    assert reached and abs(m - target) <= tol
+    assert u[1] > -8.0 and np.linalg.norm(u) <= math.hypot(9.0, 7.0) + 1e-9
+    assert any(v[1] == -20.0 and abs(mv - target) <= tol for v, mv in seen)  # the line search's corner was seen
+    assert np.linalg.norm(u) == min(np.linalg.norm(v) for v, mv in seen if abs(mv - target) <= tol)
+
+
+def test_default_tolerance_is_not_below_the_dtype_resolution():
+    from jaxstress._reverse import target_tolerance
+
+    assert target_tolerance(50.0, 80.0, "mean", np.float32) == pytest.approx(0.3)  # 1% of the gap
+    # a target 3e-5 from a start of 59.4 (the user audit's case): 1% of the gap is below float32's resolution
+    tol = target_tolerance(59.40893, 59.40890, "mean", np.float32)
+    assert tol == pytest.approx(64 * np.finfo(np.float32).eps * 59.40893) and tol > 3e-5
+    assert target_tolerance(59.40893, 59.40890, "mean", np.float64) < 1e-6
+    assert target_tolerance(0.2, 0.2001, "prob", np.float32) == 1e-4
+
+
+def test_not_reached_says_why():
+    from jaxstress._calibrate_cli import not_reached_text
+
+    res = {"settings": {"steps": 100}, "evaluations": 101, "at_bound": ["term_premium.sigma"],
+           "target": {"metric": "portfolio_loss_var_99", "value": 0.25}, "fit_value": 0.2566}
+    text = not_reached_text(res)
+    assert "term_premium.sigma at its bound" in text and "all 100 steps used (--steps)" in text
+    assert "portfolio_loss_var_99 = 0.2566 against 0.25" in text
+    assert "at_bound" not in not_reached_text({**res, "at_bound": [], "evaluations": 31}).replace("bound", "")
+    assert "30 of 100 steps used" in not_reached_text({**res, "at_bound": [], "evaluations": 31})
+
+
 @pytest.mark.slow
 def test_reverse_reaches_the_target_on_fresh_paths(tmp_path, capsys):
     out = tmp_path / "rev"
