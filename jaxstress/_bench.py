@@ -139,7 +139,7 @@ def bench(scenario: Scenario, paths: int, chunk_size: int | None = None, grad_ch
         dt = params.values["curve.k"].dtype
         args = (jnp.asarray(KINDS.index("mean"), jnp.int32),
                 jnp.asarray(METRIC_NAMES.index("y10_change_bp"), jnp.int32),
-                *(jnp.asarray(x, dt) for x in (0.0, 0.0, 0.0, 1.0, 0.05)))
+                *(jnp.asarray(x, dt) for x in (0.0, 0.0, 0.0, 1.0, 0.05, 1.0)))
         if n_dev > 1:  # groups of n_dev chunks, one a device; the last group filled up with its last chunk
             groups = [list(range(g, min(g + n_dev, n_g))) for g in range(0, n_g, n_dev)]
             firsts = [jax.device_put(np.asarray([c * gb for c in g + g[-1:] * (n_dev - len(g))], np.uint32),

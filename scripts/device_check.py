@@ -42,7 +42,7 @@ def gradient_on(device, scenario, n_blocks, seed):
     params, key, first = placed(device, scenario, jnp.float64, seed)
     put = lambda x, dt: jax.device_put(jnp.asarray(x, dt), device)  # noqa: E731
     args = (put(KINDS.index("mean"), jnp.int32), put(METRIC_NAMES.index("y10_change_bp"), jnp.int32),
-            *(put(x, jnp.float64) for x in (0.0, 0.0, 0.0, 1.0, 0.05)))
+            *(put(x, jnp.float64) for x in (0.0, 0.0, 0.0, 1.0, 0.05, 1.0)))
     value, grads, _ = chunk_gradient(params, key, first, n_blocks, *args)
     return float(value), {k: np.asarray(v, np.float64) for k, v in grads.items()}
 

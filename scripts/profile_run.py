@@ -227,7 +227,7 @@ def main():
         dt = params.values["curve.k"].dtype
         extra = (jnp.asarray(KINDS.index("mean"), jnp.int32), jnp.asarray(METRIC_NAMES.index("y10_change_bp"),
                                                                           jnp.int32),
-                 *(jnp.asarray(x, dt) for x in (0.0, 0.0, 0.0, 1.0, 0.05)))
+                 *(jnp.asarray(x, dt) for x in (0.0, 0.0, 0.0, 1.0, 0.05, 1.0)))
         fn, fargs = chunk_gradient, (params, key, first, nb, *extra)
     else:
         fn, fargs = simulate_chunk, (params, key, first, nb, report_steps(sc.config, params.n_steps))
