@@ -659,10 +659,13 @@ def write_fitted_config(base_scenario_file_or_name: str, fitted: EventFit | Mapp
                   f"{fit.window.label} ({fit.window.n_days} business days)",
                   f"by {method}: {fit.n_paths} paths, seed {fit.seed}, {fit.steps} Adam steps (lr {fit.lr:g}), "
                   f"targets {', '.join(fit.targets)}, scale {fit.scale_mode}, prior weight {fit.prior_weight:g}.",
-                  "Mean changes over the window, bp (observed / simulated before / after the fit, fit paths):"]
+                  "Mean changes over the window, bp: observed / simulated before / after the fit on its own paths "
+                  f"/ after the fit on {fit.n_paths} fresh paths (seed {fit.seed + 1}) +- standard error:"]
         for t in fit.targets:
+            fresh = fit.after_fresh[t]
             header.append(f"  {t:13s} {fit.observed[t]:7.1f} / {fit.before[t]['mean']:7.1f} / "
-                          f"{fit.after[t]['mean']:7.1f}")
+                          f"{fit.after[t]['mean']:7.1f} / {fresh['mean']:7.1f} +- "
+                          f"{fresh['sd'] / math.sqrt(fit.n_paths):.1f}")
         header.append("Regenerate: " + regenerate_command(fit, base_scenario_file_or_name, out_path, overrides,
                                                             data_dir))
     else:

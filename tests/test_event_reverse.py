@@ -263,6 +263,12 @@ def test_event_cli_writes_a_valid_scenario(april_fit, tmp_path, capsys):
                                                                       str(out), PATHS, 20, "y10,term_premium")
     assert (a.seed, a.lr, a.scale, a.prior_weight, a.overrides, a.data) == (0, 0.05, "10.0", 1.0, [], None)
     assert sorted(a.params.split(",")) == sorted(fitted_keys(out.read_text()))
+    # the header's rows: observed / before / after (fit paths) / after on fresh paths +- its standard error, the
+    # fresh column as the printed table gives it
+    for t in ("y10", "term_premium"):
+        row = re.search(rf"^#\s+{t}\s+(\S+) /\s+(\S+) /\s+(\S+) /\s+(\S+) \+- (\S+)$", out.read_text(), re.M)
+        printed = next(line.split() for line in text.splitlines() if line.split()[:1] == [t])
+        assert row and row.group(4) == printed[4] and float(row.group(5)) > 0, (row, printed)
 
 
 # ------------------------------------------------------------------------------------------------ reverse
