@@ -327,7 +327,7 @@ def cmd_sensitivities(args) -> int:
            "config_hash": scenario.hash(), "seed": args.seed, "paths": res.n_paths, "chunks": res.n_chunks,
            "forward_s": round(res.forward_s, 3), "gradient_s": round(res.gradient_s, 3),
            "processes": jax.process_count(), "devices_per_process": devices or 1,
-           "version": _version(), "gradients": dict(ranked)}
+           "version": _version(), "note": res.note, "gradients": dict(ranked)}
     with atomic_dir(args.out) as tmp:
         (tmp / "sensitivities.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
         tornado_chart({k: v["scaled"] for k, v in ranked[: args.top]}, tmp / "sensitivities.png",
@@ -343,6 +343,8 @@ def cmd_sensitivities(args) -> int:
             if g["note"]:
                 print(f"note: {name}: {g['note']}")
         print(f"wrote {args.out}/sensitivities.json, sensitivities.png")
+    if res.note:
+        print(f"jaxstress: warning: {res.metric}: {res.note}", file=sys.stderr)
     return 0
 
 

@@ -204,6 +204,7 @@ def test_value_is_the_plain_estimate_a_run_reports(scenario, results):
     assert mean.surrogate == pytest.approx(mean.value, rel=1e-9) and mean.width is None  # equal chunks: the same
     q = sensitivities(scenario, "y10_change_bp_q95", PATHS, seed=SEED, chunk_size=CHUNK, drivers=["initial.r"])
     assert q.stderr > 0 and q.surrogate == pytest.approx(q.value, rel=1e-9)  # the VaR itself
+    assert q.note is None and mean.note is None  # 512 x 0.05 = 25.6 paths beyond the VaR a chunk: enough
     prob = {w: sensitivities(scenario, "prob_y10_above_4p5pct", PATHS, seed=SEED, chunk_size=CHUNK, width=w,
                              drivers=["initial.r"]) for w in (0.05, 0.5)}
     a, b = prob[0.05], prob[0.5]
@@ -211,6 +212,17 @@ def test_value_is_the_plain_estimate_a_run_reports(scenario, results):
     assert (a.value * a.n_paths) == pytest.approx(round(a.value * a.n_paths), abs=1e-6)  # a count of paths
     assert 0 < a.value < 1 and a.stderr == pytest.approx(np.sqrt(a.value * (1 - a.value) / a.n_paths))
     assert (a.width, b.width) == (0.05, 0.5) and a.surrogate != b.surrogate  # the smoothed one moves with width
+
+
+def test_tail_note_where_chunks_hold_few_paths_beyond_the_var():
+    from jaxstress._sensitivities import parse_metric, tail_note
+
+    note = tail_note(parse_metric("portfolio_loss_var_99"), 512)
+    assert "about 5.12 paths beyond the VaR, fewer than 20" in note
+    assert "chunks of at least 2048 paths" in note and "at least 16384 paths" in note  # 20 / 0.01, whole blocks
+    assert tail_note(parse_metric("portfolio_loss_var_99"), 2048) is None  # the default chunk at 16,384 paths
+    assert tail_note(parse_metric("y10_change_bp_q01"), 512) is not None  # the lower tail counts the same
+    assert tail_note(parse_metric("portfolio_loss_es_95"), 512) is None
 
 
 def test_all_drivers_by_default(scenario):
@@ -295,7 +307,7 @@ def test_one_chunk_is_a_config_error(scenario, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_cli_writes_ranked_json_and_tornado(tmp_path, results):
+def test_cli_writes_ranked_json_and_tornado(tmp_path, results, capsys):
     import json
 
     from jaxstress._cli import main
@@ -317,6 +329,14 @@ def test_cli_writes_ranked_json_and_tornado(tmp_path, results):
     for name in ("initial.r", "regimes.generator[1][3]"):
         assert doc["gradients"][name]["value"] == pytest.approx(ref.gradients[name]["value"], rel=1e-9)
     assert (out / "sensitivities.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert doc["note"] is None
+    # a VaR 99 in chunks of 512: about 5 paths beyond the VaR a chunk, so the result says not to trust it
+    rc = main(["sensitivities", "april_2025", "--metric", "portfolio_loss_var_99", "--paths", str(PATHS),
+               "--chunk-size", str(CHUNK), "--seed", str(SEED), "--horizon", "0.1", "--set", "fed.threshold=1.0",
+               "--out", str(tmp_path / "var"), "--quiet", "--float64", "--drivers", "initial.r"])
+    note = json.loads((tmp_path / "var" / "sensitivities.json").read_text())["note"]
+    assert rc == 0 and "about 5.12 paths beyond the VaR" in note
+    assert f"jaxstress: warning: portfolio_loss_var_99: {note}" in capsys.readouterr().err
     assert main(["sensitivities", "april_2025", "--metric", "nonsense", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
 
