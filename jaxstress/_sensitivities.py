@@ -238,6 +238,7 @@ def _score(f, logp):
 
 
 KINDS = ("mean", "prob", "es", "quantile")
+BANDWIDTH = 1.06  # the quantile's kernel bandwidth, sd x n^-0.2 times this (Silverman's rule)
 
 
 def _quantile(values, logp, q, var, bandwidth, density, shift: bool = True):
@@ -260,7 +261,8 @@ def _quantile(values, logp, q, var, bandwidth, density, shift: bool = True):
     k = jnp.exp(-0.5 * ((x - centre) / bandwidth) ** 2)
     below = (x <= centre).astype(x.dtype) - q
     num = jnp.mean(k * (values - x)) - jnp.mean(below * (logp - sg(logp))) * norm
-    return var + num / jnp.mean(k)
+    # no path within reach of the kernel (a VaR in a gap of a discrete metric): a gradient of 0, not 0 / 0
+    return var + num / jnp.maximum(jnp.mean(k), jnp.finfo(x.dtype).tiny)
 
 
 def surrogate(kind: str, values: jax.Array, logp: jax.Array, q, level, var, bandwidth, width,
@@ -417,7 +419,7 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
         var = jnp.quantile(jax.lax.stop_gradient(vals), spec.q)
     var = jnp.asarray(0.0 if var is None else var, vals.dtype)
     sd = jax.lax.stop_gradient(jnp.std(vals))
-    bw = 1.06 * sd * vals.shape[0] ** (-0.2) + 1e-12
+    bw = BANDWIDTH * sd * vals.shape[0] ** (-0.2) + 1e-12
     return surrogate(spec.kind, vals, logp, spec.q, spec.level, var, bw, jnp.asarray(width, vals.dtype))
 
 
@@ -605,7 +607,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
             parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(dt_))
         vals = np.concatenate(parts)
         var = float(np.quantile(vals, spec.q))
-        bw = 1.06 * float(vals.std()) * vals.size ** (-0.2) + 1e-12
+        bw = BANDWIDTH * float(vals.std()) * vals.size ** (-0.2) + 1e-12
         z = (vals.astype(np.float64) - var) / bw
         # f(VaR) of all the paths, by the quantile's kernel (floored: a VaR in a gap of the distribution)
         density = max(float(np.mean(np.exp(-0.5 * z * z))) / (bw * math.sqrt(2 * math.pi)), 1e-30)
