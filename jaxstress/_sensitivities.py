@@ -9,10 +9,12 @@ Estimators (all unbiased up to the stated smoothing):
 - Means: mean of the per-path derivatives (+ score term).
 - ES at level q: VaR is found first without gradients; then ES' = E[(L' + (L - VaR) d log p) 1{L > VaR}] / (1-q).
 - Quantiles (VaR) at level q: kernel-smoothed, VaR' = (E[L' K_h(L - VaR)] - E[(1{L <= VaR} - q) d log p])
-  / E[K_h(L - VaR)], Gaussian kernel with Silverman's bandwidth h.
+  / E[K_h(L - VaR)], Gaussian kernel of bandwidth h = 0.53 sd n^-0.2 (`BANDWIDTH`, half Silverman's).
 - Probabilities of exceeding a level: the indicator is smoothed as sigmoid((x - level) / width) (width in the
   unit of x, the 10y yield in percent; configurable), then differentiated as a mean.
-Standard errors come from the spread of the per-chunk estimates (at least 8 chunks).
+Standard errors come from the spread of the per-chunk estimates (at least 8 chunks). The chunks share the VaR of all
+the paths; so that their spread carries what the estimate on all the paths carries, a quantile's chunk centres its
+kernel at its own VaR linearised about the shared one and an ES's chunk adds the VaR's control variate (`surrogate`).
 """
 
 from __future__ import annotations
@@ -238,7 +240,12 @@ def _score(f, logp):
 
 
 KINDS = ("mean", "prob", "es", "quantile")
-BANDWIDTH = 1.06  # the quantile's kernel bandwidth, sd x n^-0.2 times this (Silverman's rule)
+# The quantile's kernel bandwidth is sd x n^-0.2 times this: half Silverman's 1.06, which is tuned to a density, not
+# to a conditional mean in the tail. At 1.06 a VaR 99's gradient against a notional was 1.7% low (1.75 standard
+# errors of a run of 16,384 paths) and against a regime intensity 5.7% low; at 0.53 0.5% and 2% (0.5 and 0.14 run
+# errors), the run's spread the same for the notional and 1.35-1.45x for the others (24 runs each against finite
+# differences on 2^20 paths).
+BANDWIDTH = 0.53
 
 
 def _quantile(values, logp, q, var, bandwidth, density, shift: bool = True):
