@@ -55,7 +55,7 @@ def test_chunk_errors_match_the_spread_of_replications(kind):
     exact = S @ THETA / sigma * (zq if kind == "quantile" else norm.pdf(zq) / (1 - Q))
     # the estimates: within their standard error over R replications plus the kernel's bias (a Nadaraya-Watson
     # estimate of the linear E[X | L = v] in the tail, where f'/f = -v / sigma^2, is off by O((h / sigma)^2 z_q^2),
-    # 1.2% measured with h = 0.53 sigma n^-0.2 at n = 4,096, 5% with Silverman's 1.06) and the ES's finite-sample
+    # 1.2% measured with h = 0.53 sigma n^-0.2 at n = 4,096, 4% with Silverman's 1.06) and the ES's finite-sample
     # bias (0.1-0.8%)
     spread = est.std(axis=0, ddof=1)
     np.testing.assert_allclose(est.mean(axis=0), exact, rtol=0.03, atol=4 * spread.max() / np.sqrt(R))
