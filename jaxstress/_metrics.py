@@ -4,9 +4,9 @@ Standard errors: a mean's is sd/sqrt(n); a standard deviation's uses the fourth 
 sqrt((m4 - s^4) / (4 s^2 n)); a quantile's is the distance between the empirical quantiles at
 q -/+ 1.96 sqrt(q(1-q)/n) over 2 x 1.96 (the 95% order-statistic interval, which needs no density estimate;
 its spacing spans 1.96 times as many order statistics as the one at q -/+ sqrt(q(1-q)/n), so the error is less
-noisy itself and q01 / q99 intervals cover 93-96% rather than 87-93%); a probability's is
-sqrt(p(1-p)/n), and a probability also gets a 95% Wilson score interval (`wilson`), which stays informative where
-few or no paths cross and sqrt(p(1-p)/n) is 0 or too small; expected shortfall
+noisy itself, and over 1,000 model runs +-1.96 errors covered q01 / q99 94-95% of the time rather than
+86-93%); a probability's is sqrt(p(1-p)/n), and a probability also gets a 95% Wilson score interval (`wilson`),
+which stays informative where few or no paths cross and sqrt(p(1-p)/n) is 0 or too small; expected shortfall
 ES_q = VaR_q + E[(L - VaR_q)+] / (1 - q) has the standard error of that mean, std((L - VaR_q)+) / ((1 - q) sqrt(n)).
 """
 
