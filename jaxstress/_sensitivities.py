@@ -248,6 +248,12 @@ KINDS = ("mean", "prob", "es", "quantile")
 BANDWIDTH = 0.53
 
 
+def kernel_bandwidth(sd, n: int):
+    """The quantile kernel's bandwidth for n values of standard deviation sd (a float, or traced):
+    BANDWIDTH sd n^-0.2, kept above 0 for a constant metric."""
+    return BANDWIDTH * sd * n ** (-0.2) + 1e-12
+
+
 def _quantile(values, logp, q, var, bandwidth, density, shift: bool = True):
     """The quantile's surrogate: value `var`, gradient the kernel estimate of E[L' | L = VaR] plus the score term
     -E[(1{L <= VaR} - q) logp'] / f(VaR) (f by the same kernel). The kernel is centred at the chunk's own VaR
@@ -426,7 +432,7 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
         var = jnp.quantile(jax.lax.stop_gradient(vals), spec.q)
     var = jnp.asarray(0.0 if var is None else var, vals.dtype)
     sd = jax.lax.stop_gradient(jnp.std(vals))
-    bw = BANDWIDTH * sd * vals.shape[0] ** (-0.2) + 1e-12
+    bw = kernel_bandwidth(sd, vals.shape[0])
     return surrogate(spec.kind, vals, logp, spec.q, spec.level, var, bw, jnp.asarray(width, vals.dtype))
 
 
@@ -614,7 +620,7 @@ def sensitivities(scenario: Scenario, metric: str, n_paths: int, seed: int = 0, 
             parts = gather_chunks(parts, n_chunks, (chunk_paths,), np.dtype(dt_))
         vals = np.concatenate(parts)
         var = float(np.quantile(vals, spec.q))
-        bw = BANDWIDTH * float(vals.std()) * vals.size ** (-0.2) + 1e-12
+        bw = kernel_bandwidth(float(vals.std()), vals.size)
         z = (vals.astype(np.float64) - var) / bw
         # f(VaR) of all the paths, by the quantile's kernel (floored: a VaR in a gap of the distribution)
         density = max(float(np.mean(np.exp(-0.5 * z * z))) / (bw * math.sqrt(2 * math.pi)), 1e-30)
