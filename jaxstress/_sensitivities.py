@@ -80,6 +80,9 @@ def parse_metric(name: str) -> MetricSpec:
             base = m.group("base")
             if base == "portfolio_loss" or base in METRIC_NAMES:
                 q = int(m.group("q")) / 100 if "q" in m.groupdict() else 0.0
+                if kind != "mean" and q == 0:  # the minimum: no tail to estimate a gradient from
+                    raise ConfigError(f"metric '{name}': a level of 00 has no tail; use a level from 01 to 99, "
+                                      f"e.g. {name[:-2]}01", key="--metric")
                 return MetricSpec(name, base, kind, q=q)
     names = [n for n in METRIC_NAMES if n not in ("regime_logp",)]
     known = ", ".join(names)
@@ -246,6 +249,7 @@ KINDS = ("mean", "prob", "es", "quantile")
 # errors), the run's spread the same for the notional and 1.35-1.45x for the others (24 runs each against finite
 # differences on 2^20 paths).
 BANDWIDTH = 0.53
+REACH = 6.0  # bandwidths: a VaR with no path this close has no kernel estimate (`_quantile`)
 
 
 def kernel_bandwidth(sd, n: int):
@@ -274,8 +278,11 @@ def _quantile(values, logp, q, var, bandwidth, density, shift: bool = True):
     k = jnp.exp(-0.5 * ((x - centre) / bandwidth) ** 2)
     below = (x <= centre).astype(x.dtype) - q
     num = jnp.mean(k * (values - x)) - jnp.mean(below * (logp - sg(logp))) * norm
-    # no path within reach of the kernel (a VaR in a gap of a discrete metric): a gradient of 0, not 0 / 0
-    return var + num / jnp.maximum(jnp.mean(k), jnp.finfo(x.dtype).tiny)
+    # No path within REACH bandwidths of the centre (a VaR in a gap of a discrete metric): the kernel sees no
+    # density there, and the whole gradient is 0, not 0 / 0, nor the score term over a density of ~0 (1e32).
+    den = jnp.mean(k)
+    seen = den * x.shape[0] > jnp.exp(-0.5 * REACH**2)
+    return var + jnp.where(seen, num, 0.0) / jnp.where(seen, den, 1.0)
 
 
 def surrogate(kind: str, values: jax.Array, logp: jax.Array, q, level, var, bandwidth, width,

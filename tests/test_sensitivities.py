@@ -268,6 +268,9 @@ def test_unknown_metric_and_driver_are_config_errors(scenario):
 
     with pytest.raises(ConfigError, match="unknown metric 'y10_chnage_bp_mean' \\(did you mean 'y10_change_bp_mean'"):
         parse_metric("y10_chnage_bp_mean")
+    for name in ("y10_change_bp_q00", "portfolio_loss_es00", "portfolio_loss_var_00"):  # once a ZeroDivisionError
+        with pytest.raises(ConfigError, match=f"metric '{name}': a level of 00 has no tail; use a level from 01"):
+            parse_metric(name)
     with pytest.raises(ConfigError, match="did you mean"):
         sensitivities(scenario, "y10_change_bp_mean", CHUNK, seed=SEED, chunk_size=CHUNK,
                       drivers=["holders.japan.sell_rat"])
