@@ -279,6 +279,8 @@ def cmd_run(args) -> int:
                             extra={"processes": jax.process_count(), "devices_per_process": devices or 1,
                                    "devices": used_devices(devices)},
                             extra_writer=functools.partial(_write_charts_and_report, res, args))
+    if summary["note"]:
+        print(f"jaxstress: warning: {summary['note']}", file=sys.stderr)
     if not args.quiet:
         print(format_table(summary))
         npz = ", paths.npz" if args.paths <= args.paths_npz_limit else ""

@@ -487,6 +487,11 @@ def validate(raw: dict, file: str | None = None, *, _edited: frozenset = frozens
                           key="debt")
     if sum(debt["amounts"]) <= 0:
         raise ConfigError("the debt buckets must hold a positive total", file=file, key="debt.amounts")
+    sim = out["simulation"]
+    if round(sim["horizon"] * sim["steps_per_year"]) < 1:  # it would run one whole step, longer than asked
+        raise ConfigError(f"a horizon of {sim['horizon']:g} years is less than half a step at steps_per_year "
+                          f"{sim['steps_per_year']}; lengthen it to at least {0.5 / sim['steps_per_year']:g} years or "
+                          f"raise simulation.steps_per_year", file=file, key="simulation.horizon")
     # reporting dates past the horizon: see _check_report_days (dropped when the horizon was shortened later)
     mats = out["curve"]["maturities"]
     if sorted(mats) != mats or len(set(mats)) != len(mats):
@@ -524,6 +529,9 @@ def _named_table(tab: dict, fields: dict[str, Field], prefix: str, file) -> dict
     return out
 
 
+MAX_INTENSITY = 1e4  # 1/year: regime switches, as jump_intensity's bound
+
+
 def _check_generator(q: list, n: int, file):
     a = np.asarray(q)
     if a.shape != (n, n):
@@ -534,6 +542,9 @@ def _check_generator(q: list, n: int, file):
             if i != j and a[i, j] < 0:
                 raise ConfigError("off-diagonal intensities must be >= 0", file=file,
                                   key=f"regimes.generator[{i}][{j}]")
+            if i != j and a[i, j] > MAX_INTENSITY:  # (as jump_intensity's bound) past it expm(Q dt) overflows
+                raise ConfigError(f"off-diagonal intensities must be <= {MAX_INTENSITY:g} per year (about 40 switches "
+                                  f"a business day), got {a[i, j]:.6g}", file=file, key=f"regimes.generator[{i}][{j}]")
         if abs(a[i].sum()) > 1e-6 * max(1.0, np.abs(a[i]).sum()):
             raise ConfigError(f"row {i} sums to {a[i].sum():.6g}; each row of a generator must sum to zero "
                               "(diagonal = minus the sum of the off-diagonal intensities)", file=file,

@@ -29,6 +29,14 @@ N_UNIFORM = 2  # regime transition, jump occurrence
 FIVE_DAYS = 5.0 / 252.0
 
 
+def decay(rate, dt):
+    """The share of a gap that a relaxation at `rate` (1/year) closes in a step of dt: 1 - exp(-rate dt), the exact
+    step of dx = rate (target - x) dt with the target held over the step. It is rate dt for a small rate dt and
+    never more than the whole gap, where the explicit Euler step rate dt overshoots from 1 and diverges from 2
+    (`--steps-per-year 4`, or a rate of 500/year at daily steps)."""
+    return -jnp.expm1(-rate * dt)
+
+
 def smooth_relu(x, width):
     """width * softplus(x / width); the hard max(x, 0) when width == 0."""
     safe = jnp.where(width > 0, width, 1.0)
@@ -271,7 +279,7 @@ def _regime_tables(prep: Prep) -> dict:
         # gradient flows through the no-jump term there: the intensity's derivative at 0 is its pathwise part, 0
         # (exact where the regime's jumps are of size 0, as in the shipped calm and pause regimes)
         jump_p=pj, log_jump=jnp.log(jnp.where(pj > 0, pj, 1.0)),
-        log_no_jump=jnp.where(pj > 0, jnp.log1p(-pj), 0.0),
+        log_no_jump=jnp.where(pj > 0, -reg["jump_intensity"] * dt, 0.0),  # log(1 - p), finite when p rounds to 1
         jump_pi_mean=reg["jump_pi_mean"], jump_pi_sd=reg["jump_pi_sd"],
         jump_tau_mean=reg["jump_tau_mean"], jump_tau_sd=reg["jump_tau_sd"],
         pi_target=v["inflation.mean"] + reg["pi_shift"] + v["inflation.pass_through"] * reg["tariff"],
@@ -397,15 +405,15 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
         # macro drivers
         r_target = s.r_star + s.pi + v["short_rate.phi_pi"] * (s.pi - v["short_rate.pi_star"]) \
             - v["short_rate.phi_stress"] * dys
-        r = keep(prep, s.r + v["short_rate.k"] * dt * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0])
-        pi = keep(prep, s.pi + v["inflation.k"] * dt * (rg["pi_target"] - s.pi) + rg["pi_sd"] * z[1] + j_pi)
-        tau_f = keep(prep, s.tau_f + v["term_premium.k"] * dt * (rg["tau_target"] - s.tau_f) + rg["tau_sd"] * z[2]
+        r = keep(prep, s.r + decay(v["short_rate.k"], dt) * (r_target - s.r) + v["short_rate.sigma"] * sq * z[0])
+        pi = keep(prep, s.pi + decay(v["inflation.k"], dt) * (rg["pi_target"] - s.pi) + rg["pi_sd"] * z[1] + j_pi)
+        tau_f = keep(prep, s.tau_f + decay(v["term_premium.k"], dt) * (rg["tau_target"] - s.tau_f) + rg["tau_sd"] * z[2]
                      + j_tau)
-        r_star = keep(prep, s.r_star + v["neutral_rate.k"] * dt * (v["neutral_rate.mean"] - s.r_star)
+        r_star = keep(prep, s.r_star + decay(v["neutral_rate.k"], dt) * (v["neutral_rate.mean"] - s.r_star)
                       + v["neutral_rate.sigma"] * sq * normal[5])
         p_target = (v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s.r)
                     - v["policy_path.phi_stress"] * dys)
-        p = keep(prep, s.p + v["policy_path.k"] * dt * (p_target - s.p) + v["policy_path.sigma"] * sq * normal[6])
+        p = keep(prep, s.p + decay(v["policy_path.k"], dt) * (p_target - s.p) + v["policy_path.sigma"] * sq * normal[6])
 
     with jax.named_scope("holders"):
         # foreign official holders: regime and pro-cyclical selling (partly replaced by FIMA repo) + programs
@@ -419,7 +427,7 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
         # volatility-targeting funds: holdings scale with target_vol / realized vol (capped at 2x)
         vt = v["vol_funds.target_vol"]
         vol_target = v["vol_funds.holdings"] * vt / jnp.maximum(vol, 0.5 * vt)
-        volfund_sales = v["vol_funds.speed"] * dt * (s.volfund - vol_target)
+        volfund_sales = decay(v["vol_funds.speed"], dt) * (s.volfund - vol_target)
 
     with jax.named_scope("basis_funds"):
         # basis funds: repo haircut, margin constraint B <= E / h, smooth forced deleveraging, re-levering
@@ -436,7 +444,7 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
         # funds rebuild toward their initial size at most (carry alone must not grow them without bound)
         target_pos = jnp.minimum(jnp.minimum(v["basis_funds.leverage"] * equity_pos, capacity),
                                  v["basis_funds.position"])
-        relever = keep(prep, v["basis_funds.relever"] * dt * jnp.maximum(target_pos - s.fund_pos, 0.0))
+        relever = keep(prep, decay(v["basis_funds.relever"], dt) * jnp.maximum(target_pos - s.fund_pos, 0.0))
         fund_pos = s.fund_pos - forced + relever
 
     with jax.named_scope("flows"):
@@ -446,14 +454,14 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
         fed_buy = (v["fed.backstop"] * v["fed.max_purchases"] * dt
                    * smooth_step(dys - v["fed.threshold"], v["fed.width"]))
         net_flow = keep(prep, foreign + forced + volfund_sales + net_issuance - fed_buy - relever)
-        dealer = s.dealer + net_flow - v["dealers.distribute_rate"] * dt * s.dealer
+        dealer = s.dealer + net_flow - decay(v["dealers.distribute_rate"], dt) * s.dealer
         cap = v["dealers.capacity"]
         lam = v["impact.lambda0"] / v["impact.depth"] * (1.0 + v["impact.convexity"] / cap
                                                          * jnp.maximum(s.dealer - cap, 0.0))
         impact = s.impact * jnp.exp(-v["impact.rho"] * dt) + lam * net_flow  # lam: impact per $bn of net flow
         stock = s.stock + net_flow
 
-        basis = (s.basis + v["basis_funds.k"] * dt * (v["basis_funds.mean_bp"] - s.basis)
+        basis = (s.basis + decay(v["basis_funds.k"], dt) * (v["basis_funds.mean_bp"] - s.basis)
                  + v["basis_funds.sigma_bp"] * sq * normal[7] + v["basis_funds.impact_bp_per_100bn"] * 0.01 * forced)
         fund_eq = s.fund_eq + s.fund_pos * (v["basis_funds.carry"] * dt - v["basis_funds.duration"] * 1e-4
                                             * (basis - s.basis))
@@ -481,7 +489,7 @@ def step(prep: Prep, t, s: State, normal, uniform, regime=None, tables=None) -> 
         debt, interest = [], []
         for i, (d_i, m_i) in enumerate(zip(s.debt, s.interest, strict=True)):
             y_i = _yield([row[i] for row in prep.load_debt], r, pi, tau_new, r_star, p)
-            roll = dt / prep.debt_mat[i]  # the share of the bucket maturing in the step
+            roll = decay(1.0 / prep.debt_mat[i], dt)  # the share of the bucket maturing in the step
             new_debt = prep.debt_share[i] * deficit
             debt.append(d_i + new_debt)
             interest.append(m_i * (1.0 - roll) + y_i * (roll * d_i + new_debt))

@@ -207,6 +207,7 @@ def summary_dict(res: SimulationResult, version: str, level: float = 5.0) -> dic
         "portfolio": portfolio_risk(res),
         "metrics": metrics,
         "units": {k: unit_of(k) for k in metrics},
+        "note": res.note,
     }
 
 

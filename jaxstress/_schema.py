@@ -174,7 +174,8 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "regimes": {
         "names": Field("strs", doc="regime names, in generator order"),
         "initial": Field("str", doc="regime at t=0"),
-        "generator": Field("matrix", "1/year", "transition intensities (rows sum to zero)", scale=1.0),
+        "generator": Field("matrix", "1/year", "transition intensities (rows sum to zero; off-diagonal entries in "
+                           "[0, 1e4])", scale=1.0),
     },
 }
 

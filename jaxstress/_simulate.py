@@ -830,7 +830,7 @@ def check_finite(metrics: np.ndarray, snaps: np.ndarray, variables, reports, nam
 
 # what a SimulationError (`check_finite`, `sensitivities`, `reverse`) says of its cause and the fix
 EXPLODES = ("the parameters make the dynamics explode (e.g. a margin spiral with feedback above 1, zero depth or "
-            "capacity, huge volatilities or mean reversions): reduce them, take shorter steps "
+            "capacity, huge volatilities or jump sizes): reduce them, take shorter steps "
             "(simulation.steps_per_year), or run with --float64")
 
 
@@ -853,6 +853,31 @@ class SimulationResult:
     wall_s: float
     compile_s: float
     chunk_size: int
+
+    @property
+    def note(self) -> str | None:
+        """A warning where the 10y leaves the range the model is built for on some paths (`range_note`)."""
+        return range_note(self.metrics)
+
+
+# The 10y yield (%) the model is built for: a run whose paths leave it has parameters far from any shipped
+# scenario's (price impact, issuance, Fed purchases, volatilities), which every config bound still allows
+PLAUSIBLE_10Y = (-10.0, 50.0)
+
+
+def range_note(metrics: dict[str, np.ndarray]) -> str | None:
+    """Why a run's numbers are not a market's, where the 10y ends outside PLAUSIBLE_10Y or its running maximum
+    rises above it on some paths; else None."""
+    level = np.asarray(metrics["y10_level_pct"], np.float64)
+    peak = np.asarray(metrics["y10_max_level_pct"], np.float64)
+    lo, hi = PLAUSIBLE_10Y
+    out = (level < lo) | (level > hi) | (peak > hi)
+    if not out.any():
+        return None
+    return (f"{int(out.sum()):,} of {out.size:,} paths take the 10y outside {lo:g}% to {hi:g}% (at the horizon "
+            f"{level.min():.4g}% to {level.max():.4g}%, its running maximum up to {peak.max():.4g}%): the parameters "
+            "push the model far past the shipped scenarios (price impact, issuance, Fed purchases, volatilities), "
+            "and its numbers past what it is built for")
 
 
 CPU_CHUNK = 16384  # paths a chunk on CPU: the step's arrays stay in the caches

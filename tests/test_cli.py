@@ -31,12 +31,26 @@ def test_run_table_prints_a_probability_with_its_interval(small_run):
     assert mean.endswith(" bp")
 
 
+def test_range_note_counts_the_paths_past_the_models_range():
+    """A run whose 10y leaves -10% to 50% (at the horizon, or its running maximum above 50%) says so: the config's
+    bounds allow price impacts that take the 10y from -108% to 197% (`impact.lambda0=1`), which ran without a word."""
+    from jaxstress._simulate import range_note
+
+    level = np.array([4.0, 4.5, -12.0, 60.0, 3.0])
+    peak = np.array([4.2, 51.0, 5.0, 61.0, 3.5])
+    note = range_note({"y10_level_pct": level, "y10_max_level_pct": peak})
+    assert note.startswith("3 of 5 paths take the 10y outside -10% to 50% (at the horizon -12% to 60%, its running "
+                           "maximum up to 61%)"), note
+    assert range_note({"y10_level_pct": level[[0, 1, 4]], "y10_max_level_pct": peak[[0, 0, 4]]}) is None
+
+
 def test_run_writes_summary_and_quantiles(small_run):
     summary = json.loads((small_run / "summary.json").read_text())
     for key in ("scenario", "seed", "paths", "steps", "dt", "version", "config_hash", "wall_time_s", "backend",
                 "initial_curve", "portfolio", "metrics"):
         assert key in summary
     assert summary["paths"] == 512 and summary["seed"] == 3 and summary["steps"] == 25
+    assert summary["note"] is None  # the 10y stayed within the range the model is built for
     m = summary["metrics"]
     for name in ("y10_change_bp_mean", "y30_change_bp_q99", "prob_y10_above_5pct", "portfolio_loss_var_99",
                  "portfolio_loss_es_99", "foreign_sales_bn_mean", "forced_sales_bn_mean", "fed_purchases_bn_mean",

@@ -167,6 +167,9 @@ def test_start_date_in_a_toml_file_names_the_file_and_the_form(tmp_path):
     ("shortrate.k=1.0", "key 'shortrate': unknown key; did you mean 'short_rate'?"),
     ("regimes.generator[1][1]=-5.0", "key 'regimes.generator[1]': row 1 sums to"),  # a diagonal alone
     ("debt.amounts=[1.0]", "key 'debt': debt.amounts, debt.maturities and debt.coupons must have the same length"),
+    # past 1e4 a year expm(Q dt) overflows, and every path's regime log-probability was not finite
+    ("regimes.generator[0][1]=3e38", "key 'regimes.generator[0][1]': off-diagonal intensities must be <= 10000 per "
+                                     "year"),
 ])
 def test_errors_of_an_override_name_the_override(assignment, words):
     err = _error("april_2025", overrides=[assignment])
@@ -174,6 +177,13 @@ def test_errors_of_an_override_name_the_override(assignment, words):
     assert msg.startswith(f"--set {assignment}: ") and words in msg, msg
     assert str(configs_dir()) not in msg and ".toml" not in msg, msg
     assert err.file is None
+
+
+def test_a_horizon_short_of_half_a_step_is_an_error():
+    """It used to run one whole step (a year at steps_per_year 1) without a word."""
+    assert str(_error("april_2025", horizon=0.1, steps_per_year=1)) == (
+        "--horizon 0.1: key 'simulation.horizon': a horizon of 0.1 years is less than half a step at steps_per_year "
+        "1; lengthen it to at least 0.5 years or raise simulation.steps_per_year")
 
 
 def test_each_problem_names_its_own_override():

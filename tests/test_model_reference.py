@@ -115,6 +115,9 @@ def ref_step(ref, t, s, normal, uniform):
     interest (items, paths)); normal (10, paths), uniform (2, paths)."""
     v, dt = ref.v, ref.dt
     sq = np.sqrt(dt)
+
+    def dec(rate):  # the share of a gap a relaxation at `rate` closes in the step (docs/MODEL.md): exact, not rate dt
+        return 1.0 - np.exp(-rate * dt)
     D = s["dysfunction"]  # of the state at the start of the step
     y10, y2 = s["y10"], s["y2"]
     vol = np.sqrt(s["var10"])
@@ -137,16 +140,16 @@ def ref_step(ref, t, s, normal, uniform):
     # Macro drivers
     r_target = (s["r_star"] + s["pi"] + v["short_rate.phi_pi"] * (s["pi"] - v["short_rate.pi_star"])
                 - v["short_rate.phi_stress"] * D)
-    r = s["r"] + v["short_rate.k"] * (r_target - s["r"]) * dt + v["short_rate.sigma"] * sq * e_r
+    r = s["r"] + dec(v["short_rate.k"]) * (r_target - s["r"]) + v["short_rate.sigma"] * sq * e_r
     pi_target = v["inflation.mean"] + rg["pi_shift"] + v["inflation.pass_through"] * rg["tariff"]
-    pi = (s["pi"] + v["inflation.k"] * (pi_target - s["pi"]) * dt
+    pi = (s["pi"] + dec(v["inflation.k"]) * (pi_target - s["pi"])
           + v["inflation.sigma"] * rg["pi_vol_mult"] * sq * e_pi + j_pi)
-    tau_f = (s["tau_f"] + v["term_premium.k"] * (v["term_premium.mean"] + rg["tau_shift"] - s["tau_f"]) * dt
+    tau_f = (s["tau_f"] + dec(v["term_premium.k"]) * (v["term_premium.mean"] + rg["tau_shift"] - s["tau_f"])
              + v["term_premium.sigma"] * rg["tau_vol_mult"] * sq * e_tau + j_tau)
-    r_star = (s["r_star"] + v["neutral_rate.k"] * (v["neutral_rate.mean"] - s["r_star"]) * dt
+    r_star = (s["r_star"] + dec(v["neutral_rate.k"]) * (v["neutral_rate.mean"] - s["r_star"])
               + v["neutral_rate.sigma"] * sq * normal[5])
-    p = (s["p"] + v["policy_path.k"] * (v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s["r"])
-                                        - v["policy_path.phi_stress"] * D - s["p"]) * dt
+    p = (s["p"] + dec(v["policy_path.k"]) * (v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s["r"])
+                                        - v["policy_path.phi_stress"] * D - s["p"])
          + v["policy_path.sigma"] * sq * normal[6])
 
     # Foreign official holders
@@ -168,7 +171,7 @@ def ref_step(ref, t, s, normal, uniform):
     # Volatility-targeting funds
     vt = v["vol_funds.target_vol"]
     target = v["vol_funds.holdings"] * vt / np.maximum(vol, vt / 2.0)
-    vol_sales = v["vol_funds.speed"] * (s["volfund"] - target) * dt
+    vol_sales = dec(v["vol_funds.speed"]) * (s["volfund"] - target)
 
     # Basis funds
     B, E = s["fund_pos"], s["fund_eq"]
@@ -181,8 +184,8 @@ def ref_step(ref, t, s, normal, uniform):
     excess = softplus_w(B - E_pos / h, w)
     forced = np.clip(B - softplus_w(B - excess, w), 0.0, np.maximum(B, 0.0))  # smooth min(excess, B)
     rebuild_to = np.minimum(np.minimum(v["basis_funds.leverage"] * E_pos, E_pos / h), v["basis_funds.position"])
-    relever = v["basis_funds.relever"] * np.maximum(rebuild_to - B, 0.0) * dt
-    basis = (s["basis"] + v["basis_funds.k"] * (v["basis_funds.mean_bp"] - s["basis"]) * dt
+    relever = dec(v["basis_funds.relever"]) * np.maximum(rebuild_to - B, 0.0)
+    basis = (s["basis"] + dec(v["basis_funds.k"]) * (v["basis_funds.mean_bp"] - s["basis"])
              + v["basis_funds.sigma_bp"] * sq * normal[7] + v["basis_funds.impact_bp_per_100bn"] * forced / 100.0)
     fund_eq = E + B * (v["basis_funds.carry"] * dt - v["basis_funds.duration"] * (basis - s["basis"]) / 1e4)
     fund_pos = B - forced + relever
@@ -196,7 +199,7 @@ def ref_step(ref, t, s, normal, uniform):
     F = foreign + forced + vol_sales + net_issuance - fed_buy - relever
     L = s["dealer"]
     cap = v["dealers.capacity"]
-    dealer = L + F - v["dealers.distribute_rate"] * L * dt
+    dealer = L + F - dec(v["dealers.distribute_rate"]) * L
     lam_impact = v["impact.lambda0"] * (1.0 + v["impact.convexity"] * np.maximum(L - cap, 0.0) / cap)
     impact = s["impact"] * np.exp(-v["impact.rho"] * dt) + lam_impact * F / v["impact.depth"]
     stock = s["stock"] + F
@@ -227,7 +230,8 @@ def ref_step(ref, t, s, normal, uniform):
     yk = zero_yield(ref, mat, r, pi, tau_new, r_star, p)
     new_debt = share[:, None] * deficit[None, :]
     new["debt"] = Dk + new_debt
-    new["interest"] = Mk - Mk * dt / mat + yk * (Dk * dt / mat + new_debt)
+    roll = dec(1.0 / mat)
+    new["interest"] = Mk - Mk * roll + yk * (Dk * roll + new_debt)
 
     new.update(
         volfund=s["volfund"] - vol_sales, dealer=dealer, fed=s["fed"] + fed_buy, holdings=H - sales,

@@ -700,6 +700,20 @@ def test_explosive_parameters_in_gradients_are_one_error(tmp_path, verb):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_jump_every_step_has_a_finite_gradient(tmp_path):
+    """At 10^4 jumps a year (the bound) a step's jump probability 1 - exp(-40) rounds to 1 in float32, and the
+    no-jump log-probability log1p(-p) was -inf: its gradient, NaN on every path, failed `sensitivities` with
+    "the parameters make the dynamics explode" though the run was finite. It is -intensity dt now."""
+    out = tmp_path / "out"
+    argv = ["sensitivities", SCENARIO, "--paths", "512", "--horizon", "0.02", "--out", str(out), "--quiet",
+            "--drivers", "regimes.calm.jump_intensity", "--chunk-size", "256",
+            "--set", "regimes.calm.jump_intensity=10000"]
+    rc, _, err = call(argv)
+    assert rc == 0, err
+    grads = json.loads((out / "sensitivities.json").read_text())["gradients"]
+    assert grads and all(math.isfinite(g["value"]) for g in grads.values()), grads
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     ({"n_paths": 0}, "n_paths must be an integer >= 1, got 0"),
     ({"n_paths": 2.5}, "n_paths must be an integer >= 1, got float 2.5"),
