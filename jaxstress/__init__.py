@@ -3,12 +3,14 @@
 import importlib.metadata
 
 from . import _xla_flags  # noqa: F401  (first: XLA defaults before any computation)
+from ._compile_cache import enable as enable_compile_cache  # noqa: F401  (public under this name)
 from ._config import Params as Params
 from ._config import Scenario as Scenario
 from ._config import load_scenario as load_scenario
 from ._config import shipped_scenarios as shipped_scenarios
 from ._curve import par_yield_from_zero as par_yield_from_zero
 from ._curve import zero_yields as zero_yields
+from ._drivers import driver_gradients as driver_gradients
 from ._drivers import driver_names as driver_names
 from ._drivers import drivers as drivers
 from ._drivers import set_drivers as set_drivers

@@ -661,6 +661,10 @@ class Scenario:
         float32 or float64."""
         if dtype is not None and np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be None, float32 or float64, got {np.dtype(dtype)}")
+        x64 = jax.dtypes.canonicalize_dtype(np.float64) == np.float64  # (jax.enable_x64 scopes count)
+        if dtype is not None and np.dtype(dtype) == np.float64 and not x64:  # JAX would make float32 without a word
+            raise ValueError("dtype float64 needs JAX's 64-bit mode: jax.config.update('jax_enable_x64', True) "
+                             "before any computation")
         return make_params(self.config, self.portfolio, dtype)
 
     def hash(self) -> str:

@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._config import Params, _check, _check_correlation, parse_key
+from ._config import MAX_INTENSITY, Params, _check, _check_correlation, parse_key
 from ._errors import ConfigError, did_you_mean
 from ._schema import Field
-from ._sensitivities import _field_of, driver_leaves, expand_names, with_drivers
+from ._sensitivities import _field_of, driver_entry, driver_leaves, expand_names, with_drivers
 
 PORTFOLIO = "portfolio.notional"
 
@@ -34,9 +34,19 @@ def driver_names(params: Params) -> list[str]:
 
 
 def drivers(params: Params) -> dict[str, jax.Array]:
-    """Every scalar driver's value, by name (`driver_names`); traceable."""
+    """Every scalar driver's value, by name (`driver_names`); traceable. For a gradient (`jax.grad` of a loss of
+    the params) use `driver_gradients`: a correlation driver's derivative is not its [i][j] entry alone."""
     leaves = driver_leaves(params)
     return {name: leaves[leaf][idx] if idx else leaves[leaf] for name, leaf, idx in expand_names(params, leaves)}
+
+
+def driver_gradients(grad: Params) -> dict[str, jax.Array]:
+    """Every scalar driver's derivative, by name (those of `driver_names`), from `grad`, the gradient of a scalar
+    loss with respect to a `Params` (`jax.grad(loss)(params)`); traceable. A correlation driver [i][j] moves [j][i]
+    with it, so its derivative is the sum of the two entries' (twice what `drivers(grad)` reads for a symmetric
+    loss); the same numbers as `sensitivities`' gradients."""
+    leaves = driver_leaves(grad)
+    return {name: driver_entry(leaves[leaf], leaf, idx) for name, leaf, idx in expand_names(grad, leaves)}
 
 
 def _slots(params: Params) -> tuple[dict[str, tuple[str, tuple]], dict[str, jax.Array]]:
@@ -136,9 +146,9 @@ def set_drivers(params: Params, values: Mapping[str, object]) -> Params:
         if leaf.endswith("correlation"):
             _check_correlation(m.tolist(), leaf, None)
         if leaf == "regimes.generator":
-            off = [(i, j) for i, j in np.ndindex(m.shape) if i != j and m[i, j] < 0]
+            off = [(i, j) for i, j in np.ndindex(m.shape) if i != j and not 0 <= m[i, j] <= MAX_INTENSITY]
             if off:
                 i, j = off[0]
-                raise ConfigError(f"off-diagonal intensities must be >= 0, got {m[i, j]}",
-                                  key=f"regimes.generator[{i}][{j}]")
+                raise ConfigError(f"off-diagonal intensities must be in [0, {MAX_INTENSITY:g}] per year, got "
+                                  f"{m[i, j]}", key=f"regimes.generator[{i}][{j}]")
     return with_drivers(params, new)

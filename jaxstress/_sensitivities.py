@@ -129,15 +129,15 @@ def expand_names(params: Params, leaves: dict[str, jax.Array]) -> list[tuple[str
     """(display name, leaf key, index) for every scalar driver, e.g. regimes.generator[0][1]."""
     out = []
     for k, v in leaves.items():
-        a = np.asarray(v)
+        shape = np.shape(v)  # (the leaves may be traced: params passed through the user's jit)
         if k == "portfolio.notional":
-            for i in range(a.size):
+            for i in range(math.prod(shape)):
                 out.append((f"portfolio.positions[{i}].notional", k, (i,)))
             continue
-        if a.ndim == 0:
+        if not shape:
             out.append((k, k, ()))
             continue
-        for idx in np.ndindex(a.shape):
+        for idx in np.ndindex(shape):
             if k.endswith("generator") and idx[0] == idx[1]:
                 continue  # the diagonal follows from the row (rows sum to zero)
             if k.endswith("correlation") and idx[0] >= idx[1]:
@@ -151,7 +151,7 @@ def driver_entry(grad_leaf, leaf: str, idx: tuple) -> np.ndarray:
     [i][j] and [j][i], which move together (the matrix stays symmetric, as the config requires), so its derivative
     is the sum of the two entries' partial derivatives (the model reads the symmetrized matrix, which splits a
     one-sided change evenly between them); every other driver is one entry of its leaf."""
-    a = np.asarray(grad_leaf)
+    a = grad_leaf if isinstance(grad_leaf, jax.Array) else np.asarray(grad_leaf)  # (traced: `driver_gradients`)
     if leaf.endswith("correlation"):
         i, j = idx
         return a[..., i, j] + a[..., j, i]
@@ -429,6 +429,9 @@ def metric_function(params: Params, metric: str, n_paths: int, seed: int = 0, va
     of the regime and jump draws, so gradients are unbiased. `seed` may be traced (an integer under the caller's
     jit or vmap: one program for every seed; see `seed_key`).
     """
+    if not isinstance(params, Params):
+        raise TypeError(f"metric_function takes a Params (scenario.params(), or jaxstress.set_drivers(...) of one), "
+                        f"got {type(params).__name__}")
     spec = parse_metric(metric)
     check_width(width)
     check_counts(n_paths=(n_paths, 1))

@@ -82,7 +82,10 @@ def test_set_drivers_is_traceable(params):
     ({"regimes.calm.correlation[0][2]": 0.999}, r"key 'regimes.calm.correlation': correlation matrix is not "
                                                 "positive definite"),
     ({"regimes.calm.correlation": np.eye(5) + np.eye(5, k=1) * 0.1}, "must be symmetric"),
-    ({"regimes.generator[0][1]": -1.0}, r"key 'regimes.generator\[0\]\[1\]': off-diagonal intensities must be >= 0"),
+    ({"regimes.generator[0][1]": -1.0},
+     r"key 'regimes.generator\[0\]\[1\]': off-diagonal intensities must be in \[0, 10000\]"),
+    ({"regimes.generator[0][1]": 1e5},  # past 1e4 a year (3e38: expm(Q dt) overflows)
+     r"key 'regimes.generator\[0\]\[1\]': off-diagonal intensities must be in \[0, 10000\] per year, got 100000"),
     ({"debt.amounts": [1.0]}, r"expected an array of shape \(5,\) for 'debt.amounts', got shape \(1,\)"),
     ({"initial.r": [0.01, 0.02]}, r"expected one number for 'initial.r', got shape \(2,\)"),
     ({"initial.r": "0.01"}, "expected real numbers for 'initial.r'"),
