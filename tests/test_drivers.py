@@ -94,3 +94,41 @@ def test_set_drivers_is_traceable(params):
 def test_bad_names_and_values_are_one_config_error(params, values, message):
     with pytest.raises(ConfigError, match=message):
         set_drivers(params, values)
+
+
+def test_params_traced_by_the_callers_jit(params):
+    """`set_drivers`, `drivers` and `driver_names` on params that are themselves an argument of the user's jit
+    (one program for every scenario of a structure): they used to make numpy arrays of the traced leaves."""
+    @jax.jit
+    def bump(p, x):
+        q = set_drivers(p, {"term_premium.mean": x, "regimes.calm.correlation[0][2]": 0.2 * x / x})
+        return drivers(q)["term_premium.mean"], len(driver_names(q))
+
+    value, n = bump(params, jnp.float32(0.02))
+    assert float(value) == pytest.approx(0.02) and int(n) == len(driver_names(params))
+
+
+def test_driver_gradients_sum_a_correlations_mirror_entries(params):
+    """A correlation driver moves [i][j] and [j][i] together: its derivative is the sum of the two entries'."""
+    from jaxstress import driver_gradients
+
+    def loss(p):  # reads the matrix unsymmetrically, so the two entries' derivatives differ
+        c = p.values["regimes.calm.correlation"]
+        return 3.0 * c[0, 2] + 5.0 * c[2, 0] + 7.0 * p.values["initial.r"]
+
+    g = driver_gradients(jax.grad(loss)(params))
+    assert float(g["regimes.calm.correlation[0][2]"]) == 8.0 and float(g["initial.r"]) == 7.0
+    assert set(g) == set(driver_names(params))
+    # the same through set_drivers, the definition of the driver
+    x = drivers(params)["regimes.calm.correlation[0][2]"]
+    assert float(jax.grad(lambda x: loss(set_drivers(params, {"regimes.calm.correlation[0][2]": x})))(x)) == 8.0
+
+
+def test_wrong_objects_and_float64_without_x64_are_clear_errors():
+    from jaxstress import metric_function
+
+    scenario = load_scenario("april_2025", horizon=0.05)
+    with pytest.raises(TypeError, match="metric_function takes a Params .* got Scenario"):
+        metric_function(scenario, "y10_change_bp_mean", 256)
+    with jax.enable_x64(False), pytest.raises(ValueError, match="dtype float64 needs JAX's 64-bit mode"):
+        scenario.params(jnp.float64)  # it returned float32 without a word
