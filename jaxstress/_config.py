@@ -488,8 +488,8 @@ def validate(raw: dict, file: str | None = None, *, _edited: frozenset = frozens
     if sum(debt["amounts"]) <= 0:
         raise ConfigError("the debt buckets must hold a positive total", file=file, key="debt.amounts")
     sim = out["simulation"]
-    if round(sim["horizon"] * sim["steps_per_year"]) < 1:  # it would run one whole step, longer than asked
-        raise ConfigError(f"a horizon of {sim['horizon']:g} years is less than half a step at steps_per_year "
+    if sim["horizon"] * sim["steps_per_year"] < 0.5:  # it would run one whole step, over twice what was asked
+        raise ConfigError(f"a horizon of {sim['horizon']:g} years is shorter than half a step at steps_per_year "
                           f"{sim['steps_per_year']}; lengthen it to at least {0.5 / sim['steps_per_year']:g} years or "
                           f"raise simulation.steps_per_year", file=file, key="simulation.horizon")
     # reporting dates past the horizon: see _check_report_days (dropped when the horizon was shortened later)

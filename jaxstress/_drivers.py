@@ -41,8 +41,9 @@ def drivers(params: Params) -> dict[str, jax.Array]:
 
 
 def driver_gradients(grad: Params) -> dict[str, jax.Array]:
-    """Every scalar driver's derivative, by name (those of `driver_names`), from `grad`, the gradient of a scalar
-    loss with respect to a `Params` (`jax.grad(loss)(params)`); traceable. A correlation driver [i][j] moves [j][i]
+    """Every scalar driver's derivative, by name (the names of `driver_names`, in the order of `grad`'s leaves:
+    `jax.grad` sorts them), from `grad`, the gradient of a scalar loss with respect to a `Params`
+    (`jax.grad(loss)(params)`); traceable. A correlation driver [i][j] moves [j][i]
     with it, so its derivative is the sum of the two entries' (twice what `drivers(grad)` reads for a symmetric
     loss); the same numbers as `sensitivities`' gradients."""
     leaves = driver_leaves(grad)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._config import Params, Scenario, apply_override, load_scenario, parse_key, validate
+from ._config import MAX_INTENSITY, Params, Scenario, apply_override, load_scenario, parse_key, validate
 from ._errors import ConfigError, SimulationError
 from ._metrics import estimate, summarize
 from ._schema import DYNAMIC_TABLES, SECTIONS, Field
@@ -137,7 +137,7 @@ def resolve_drivers(scenario: Scenario, names: Sequence[str], what: str = "--dri
             if index[0] == index[1]:
                 raise ConfigError(f"driver '{name}': the diagonal of the generator follows from its row (rows sum "
                                   "to zero); drive an off-diagonal intensity instead", key=what)
-            lo = 0.0
+            lo, hi = 0.0, MAX_INTENSITY  # as the config bounds them
         unit, scale = driver_unit_scale(leaf)
         if field.lo_open:
             lo = lo + max(abs(lo), scale) * 1e-6

@@ -274,14 +274,16 @@ def _quantile(values, logp, q, var, bandwidth, density, shift: bool = True):
         if density is None:
             density = jnp.mean(jnp.exp(-0.5 * ((x - var) / bandwidth) ** 2)) / norm
         # (clipped to 4 bandwidths: a VaR in a gap of the distribution, where the density is ~0, keeps paths near)
-        centre = var + jnp.clip((q - jnp.mean((x <= var).astype(x.dtype))) / density, -4 * bandwidth, 4 * bandwidth)
+        # (a density of 0, where the chunk's own is used: no shift rather than 0 / 0)
+        shift = (q - jnp.mean((x <= var).astype(x.dtype))) / jnp.maximum(density, jnp.finfo(x.dtype).tiny)
+        centre = var + jnp.clip(shift, -4 * bandwidth, 4 * bandwidth)
     k = jnp.exp(-0.5 * ((x - centre) / bandwidth) ** 2)
     below = (x <= centre).astype(x.dtype) - q
     num = jnp.mean(k * (values - x)) - jnp.mean(below * (logp - sg(logp))) * norm
     # No path within REACH bandwidths of the centre (a VaR in a gap of a discrete metric): the kernel sees no
-    # density there, and the whole gradient is 0, not 0 / 0, nor the score term over a density of ~0 (1e32).
+    # density there, and the whole gradient is 0, not 0 / 0, nor the score term over a density of ~0 (1e32)
     den = jnp.mean(k)
-    seen = den * x.shape[0] > jnp.exp(-0.5 * REACH**2)
+    seen = jnp.max(k) > jnp.exp(-0.5 * REACH**2)
     return var + jnp.where(seen, num, 0.0) / jnp.where(seen, den, 1.0)
 
 

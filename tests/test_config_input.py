@@ -182,8 +182,9 @@ def test_errors_of_an_override_name_the_override(assignment, words):
 def test_a_horizon_short_of_half_a_step_is_an_error():
     """It used to run one whole step (a year at steps_per_year 1) without a word."""
     assert str(_error("april_2025", horizon=0.1, steps_per_year=1)) == (
-        "--horizon 0.1: key 'simulation.horizon': a horizon of 0.1 years is less than half a step at steps_per_year "
-        "1; lengthen it to at least 0.5 years or raise simulation.steps_per_year")
+        "--horizon 0.1: key 'simulation.horizon': a horizon of 0.1 years is shorter than half a step at "
+        "steps_per_year 1; lengthen it to at least 0.5 years or raise simulation.steps_per_year")
+    assert load_scenario("april_2025", horizon=0.5, steps_per_year=1).params().n_steps == 1  # half a step: one
 
 
 def test_each_problem_names_its_own_override():

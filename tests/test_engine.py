@@ -262,7 +262,7 @@ def test_simulated_regimes_follow_the_chain():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# closed forms: OU drivers (exact moments of the Euler scheme, close to the continuous OU process)
+# closed forms: OU drivers (exact moments of the scheme: the continuous OU mean, the variance within k dt of it)
 
 OU_PATHS = 8192
 OU_CASES = {

@@ -87,7 +87,8 @@ def test_parse_window_and_target():
 def test_drivers_indexed_entries_bounds_and_overrides():
     sc = load_scenario("april_2025_prior")
     d = resolve_drivers(sc, ["regimes.generator[1][3]", "holders.japan.sell_rate", "debt.amounts[0]"])
-    assert (d[0].leaf, d[0].index, d[0].x0, d[0].lo) == ("regimes.generator", (1, 3), 25.0, 0.0)
+    # bounded above as the config bounds it (it was inf: a solution past 1e4 failed after the whole optimisation)
+    assert (d[0].leaf, d[0].index, d[0].x0, d[0].lo, d[0].hi) == ("regimes.generator", (1, 3), 25.0, 0.0, 1e4)
     assert (d[1].x0, d[1].scale, d[1].lo, d[1].hi) == (0.0, 0.01, 0.0, 100.0)
     assert (d[2].x0, d[2].scale) == (6200.0, 100.0)
     ovs = override_strings(sc, d, [20.0, 0.5, 6000.0])

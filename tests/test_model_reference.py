@@ -222,7 +222,7 @@ def ref_step(ref, t, s, normal, uniform):
     new["log_dollar"] = (s["log_dollar"] + rg["dollar_drift"] * dt + v["dollar.sigma"] * sq * e_x
                          + v["dollar.rate_beta"] * (y2_new - y2))
 
-    # Debt buckets: D_k dt / maturity_k rolls into the zero yield of its maturity; the deficit by t=0 shares
+    # Debt buckets: D_k (1 - exp(-dt / maturity_k)) rolls into the zero yield of its maturity; the deficit by t=0 shares
     amounts = v["debt.amounts"]
     share = amounts / amounts.sum()
     Dk, Mk = s["debt"], s["interest"]

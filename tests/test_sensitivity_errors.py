@@ -66,6 +66,30 @@ def test_chunk_errors_match_the_spread_of_replications(kind):
     assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
 
 
+@pytest.mark.parametrize("d, seen", [(6.5, False), (5.5, True)])
+def test_reach_is_the_nearest_paths_distance_not_the_kernels_total_weight(d, seen):
+    """4,096 paths at +-d bandwidths from the VaR: beyond REACH = 6 the kernel has no estimate (a gradient of 0),
+    however many paths add up a total weight past exp(-18) (which let the score term through at 1.7e7)."""
+    n = 4096
+    x = jnp.asarray(np.where(np.arange(n) % 2, d, -d), jnp.float32)
+    u = jnp.asarray(np.random.default_rng(1).standard_normal(n), jnp.float32)
+
+    def f(lam):
+        return surrogate("quantile", x, lam * u, 0.5, 0.0, 0.0, 1.0, 0.05, 1.0)
+
+    g = float(jax.grad(f)(jnp.float32(0.0)))
+    assert np.isfinite(g) and (g != 0.0) == seen, g
+
+
+def test_a_var_with_its_share_exactly_q_and_no_density_is_not_nan():
+    """The chunk's own density (`density=None`, `metric_function`) of 0 with F(var) = q exactly: no shift, where
+    (q - F) / density was 0 / 0."""
+    x = jnp.concatenate([jnp.zeros(256), jnp.full(256, 50.0)]).astype(jnp.float32)
+    g = jax.grad(lambda th: surrogate("quantile", th[0] * x, th[1] * x, 0.5, 0.0, 25.0, 1e-3, 0.05))(
+        jnp.asarray([1.0, 0.0], jnp.float32))
+    np.testing.assert_array_equal(np.asarray(g), 0.0)
+
+
 @pytest.mark.parametrize("kind", ["quantile", "es"])
 @pytest.mark.parametrize("density", [1.0, None])
 def test_a_var_with_no_path_in_the_kernels_reach_gives_the_tails_gradient(kind, density):
