@@ -447,6 +447,9 @@ def cmd_compare(args) -> int:
               f"horizon {num(s.get('horizon_years'), '.3g')} y, portfolio {book}")
     if len(set(books)) > 1:
         print("note: the runs value different portfolios, so their portfolio_loss_* metrics are not of one book")
+    for lab, s in zip(labels, summaries):  # the 10y left the model's range (`_simulate.range_note`)
+        if isinstance(s.get("note"), str):
+            print(f"note: {lab}: {s['note']}")
     print(f"{'metric':34s} " + " ".join(f"{lab:>{width}s}" for lab in labels) + "  unit")
     for k in keys:
         print(f"{k:34s} " + " ".join(f"{cell(s, k):>{width}s}" for s in summaries) + f"  {units[k]}")

@@ -58,6 +58,7 @@ body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 au
 color:#1d1d1f;line-height:1.4}
 h1{margin-bottom:.1em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 .desc{font-size:1.1em;margin-top:0}.meta{color:#555;font-size:.9em}
+.warn{background:#fff4e5;border-left:4px solid #e67e22;padding:.5em .8em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{padding:.25em .7em;border-bottom:1px solid #e3e3e3;text-align:left}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -182,6 +183,8 @@ def render_report(summary: Mapping, pngs: Sequence[str | os.PathLike], scenario_
     ]
     if summary.get("config_file"):
         parts.append(f'<p class=meta>config file: <code>{_e(summary["config_file"])}</code></p>')
+    if summary.get("note"):  # the 10y left the range the model is built for (`_simulate.range_note`)
+        parts.append(f'<p class=warn><strong>Warning:</strong> {_e(summary["note"])}</p>')
     parts += [
         "</header>",
         "<details><summary>Scenario file (its comments give the source of every number)</summary>",

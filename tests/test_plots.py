@@ -71,6 +71,26 @@ def test_report_is_self_contained_with_metrics_and_charts(runs):
     assert "Sensitivities" not in page
 
 
+def test_report_and_compare_carry_the_range_note(runs, tmp_path, capsys):
+    """A run whose 10y left the model's range (summary.json's `note`) says so at the top of its report and in
+    `compare`, not only in the terminal it ran in."""
+    from jaxstress._cli import main
+    from jaxstress._report import render_report
+
+    a, b = runs
+    summary = json.loads((a / "summary.json").read_text())
+    assert summary["note"] is None and "class=warn" not in (a / "report.html").read_text()
+    note = "3 of 512 paths take the 10y outside -10% to 50% (...)"
+    page = render_report({**summary, "note": note}, [], "")
+    assert f"<p class=warn><strong>Warning:</strong> {note}</p>" in page.replace("&#x27;", "'")
+    noted = tmp_path / "noted"
+    noted.mkdir()
+    (noted / "summary.json").write_text(json.dumps({**summary, "note": note}))
+    assert main(["compare", str(noted), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert f"note: noted: {note}" in out and out.count("note: ") == 1
+
+
 def test_report_embeds_tornado_when_sensitivities_exist(runs, tmp_path):
     a, _ = runs
     summary = json.loads((a / "summary.json").read_text())
