@@ -26,7 +26,7 @@ import numpy as np
 
 from ._errors import ConfigError, did_you_mean
 from ._portfolio import Portfolio, is_portfolio_path, load_portfolio
-from ._schema import CORRELATED_SHOCKS, DYNAMIC_TABLES, NEW_ENTRY_FIELDS, SECTIONS, Field
+from ._schema import CORRELATED_SHOCKS, DYNAMIC_TABLES, MAX_INTENSITY, NEW_ENTRY_FIELDS, SECTIONS, Field
 
 DEFAULT_SCENARIO = "april_2025"
 
@@ -529,9 +529,6 @@ def _named_table(tab: dict, fields: dict[str, Field], prefix: str, file) -> dict
     return out
 
 
-MAX_INTENSITY = 1e4  # 1/year: regime switches, as jump_intensity's bound
-
-
 def _check_generator(q: list, n: int, file):
     a = np.asarray(q)
     if a.shape != (n, n):
@@ -542,7 +539,7 @@ def _check_generator(q: list, n: int, file):
             if i != j and a[i, j] < 0:
                 raise ConfigError("off-diagonal intensities must be >= 0", file=file,
                                   key=f"regimes.generator[{i}][{j}]")
-            if i != j and a[i, j] > MAX_INTENSITY:  # (as jump_intensity's bound) past it expm(Q dt) overflows
+            if i != j and a[i, j] > MAX_INTENSITY:  # past it expm(Q dt) overflows
                 raise ConfigError(f"off-diagonal intensities must be <= {MAX_INTENSITY:g} per year (about 40 switches "
                                   f"a business day), got {a[i, j]:.6g}", file=file, key=f"regimes.generator[{i}][{j}]")
         if abs(a[i].sum()) > 1e-6 * max(1.0, np.abs(a[i]).sum()):

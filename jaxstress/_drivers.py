@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._config import MAX_INTENSITY, Params, _check, _check_correlation, parse_key
+from ._config import Params, _check, _check_correlation, parse_key
 from ._errors import ConfigError, did_you_mean
-from ._schema import Field
+from ._schema import MAX_INTENSITY, Field
 from ._sensitivities import _field_of, driver_entry, driver_leaves, expand_names, with_drivers
 
 PORTFOLIO = "portfolio.notional"

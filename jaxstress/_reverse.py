@@ -38,10 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._config import MAX_INTENSITY, Params, Scenario, apply_override, load_scenario, parse_key, validate
+from ._config import Params, Scenario, apply_override, load_scenario, parse_key, validate
 from ._errors import ConfigError, SimulationError
 from ._metrics import estimate, summarize
-from ._schema import DYNAMIC_TABLES, SECTIONS, Field
+from ._schema import DYNAMIC_TABLES, MAX_INTENSITY, SECTIONS, Field
 from ._sensitivities import (
     driver_leaves,
     driver_unit_scale,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
+MAX_INTENSITY = 1e4  # 1/year: the most a jump or regime-switch intensity may be (about 40 a business day)
+
 BP = 1e-4
 
 
@@ -187,7 +189,7 @@ REGIME_FIELDS: dict[str, Field] = {
     "pi_vol_mult": F("x", "multiplier on inflation-expectations volatility", 0.0, 100.0, 0.1, default=1.0),
     "tau_shift": F("decimal", "shift of the term-premium target", -0.1, 0.1, default=0.0, **RATE),
     "tau_vol_mult": F("x", "multiplier on term-premium volatility", 0.0, 100.0, 0.1, default=1.0),
-    "jump_intensity": F("1/year", "intensity of announcement jumps", 0.0, 1e4, 1.0, default=0.0),
+    "jump_intensity": F("1/year", "intensity of announcement jumps", 0.0, MAX_INTENSITY, 1.0, default=0.0),
     "jump_pi_mean": F("decimal", "mean jump of inflation expectations", -0.1, 0.1, default=0.0, **RATE),
     "jump_pi_sd": F("decimal", "sd of the inflation-expectations jump", 0.0, 0.1, default=0.0, **RATE),
     "jump_tau_mean": F("decimal", "mean jump of the term premium", -0.1, 0.1, default=0.0, **RATE),

@@ -868,16 +868,16 @@ PLAUSIBLE_10Y = (-10.0, 50.0)
 def range_note(metrics: dict[str, np.ndarray]) -> str | None:
     """Why a run's numbers are not a market's, where the 10y ends outside PLAUSIBLE_10Y or its running maximum
     rises above it on some paths; else None."""
-    level = np.asarray(metrics["y10_level_pct"], np.float64)
-    peak = np.asarray(metrics["y10_max_level_pct"], np.float64)
+    level, peak = metrics["y10_level_pct"], metrics["y10_max_level_pct"]  # (no float64 copies of 10^8 paths)
     lo, hi = PLAUSIBLE_10Y
     out = (level < lo) | (level > hi) | (peak > hi)
     if not out.any():
         return None
+    low, high, top = (float(x) for x in (level.min(), level.max(), peak.max()))
     return (f"{int(out.sum()):,} of {out.size:,} paths take the 10y outside {lo:g}% to {hi:g}% (at the horizon "
-            f"{level.min():.4g}% to {level.max():.4g}%, its running maximum up to {peak.max():.4g}%): the parameters "
-            "push the model far past the shipped scenarios (price impact, issuance, Fed purchases, volatilities), "
-            "and its numbers past what it is built for")
+            f"{low:.4g}% to {high:.4g}%, its running maximum up to {top:.4g}%): the parameters push the model far "
+            "past the shipped scenarios (price impact, issuance, Fed purchases, volatilities), and its numbers past "
+            "what it is built for")
 
 
 CPU_CHUNK = 16384  # paths a chunk on CPU: the step's arrays stay in the caches
