@@ -262,7 +262,7 @@ def test_simulated_regimes_follow_the_chain():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# closed forms: OU drivers (exact moments of the scheme: the continuous OU mean, the variance within k dt of it)
+# closed forms: OU drivers (the scheme's moments are the continuous OU's exactly)
 
 OU_PATHS = 8192
 OU_CASES = {
@@ -286,10 +286,12 @@ def _ou_target_and_vol(cfg, driver, sigma):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", list(OU_CASES))
-def test_ou_driver_moments(driver):
+@pytest.mark.parametrize("driver,k", [(d, 4.0) for d in OU_CASES] + [("short_rate", 50.0)])
+def test_ou_driver_moments(driver, k):
+    """k = 4/year: e^{-kT} = 0.37 at the horizon, so both the decay and the stationary variance matter. k = 50
+    (the bound): k dt = 0.2, where Euler's noise sigma sqrt(dt) would give 2 k dt / (1 - e^{-2 k dt}) = 1.21 times
+    the variance (the tolerance is 4 x 1.6%)."""
     init, variable, x0, sigma = OU_CASES[driver]
-    k = 4.0  # 1/year: e^{-kT} = 0.37 at the horizon, so both the decay and the stationary variance matter
     res = cached_run(QUIET + (f"{driver}.k={k}", f"{driver}.sigma={sigma}", f"initial.{init}={x0}"),
                      paths=OU_PATHS)
     m, s = _ou_target_and_vol(res.scenario.config, driver, sigma)
@@ -299,13 +301,12 @@ def test_ou_driver_moments(driver):
     for j, n in enumerate(res.reports[1:], start=1):
         x = values(res, variable, j) / 100.0
         mean_step = m + (x0 - m) * a**n
-        var_step = s**2 * dt * sum(a ** (2 * i) for i in range(n))
+        var_step = s**2 * (1 - a**2) / (2 * k) * sum(a ** (2 * i) for i in range(n))  # noise s sqrt((1 - a^2) / 2k)
         mean_ou = m + (x0 - m) * math.exp(-k * n * dt)
         var_ou = s**2 / (2 * k) * -math.expm1(-2 * k * n * dt)
-        # the mean is the continuous process's; the variance 2 k dt / (1 - a^2) = 1 + k dt + O((k dt)^2) times its:
-        # the noise of a step is s sqrt(dt), not the exact s sqrt((1 - a^2) / 2k)
+        # the scheme's mean and variance are the continuous process's
         assert mean_step == pytest.approx(mean_ou, rel=1e-12)
-        assert var_step == pytest.approx(var_ou * 2 * k * dt / -math.expm1(-2 * k * dt), rel=1e-12)
+        assert var_step == pytest.approx(var_ou, rel=1e-12)
         # Gaussian sample: se(mean) = sd / sqrt(n), se(variance) = var sqrt(2 / (n - 1))
         assert abs(x.mean() - mean_step) < Z * math.sqrt(var_step / n_paths), (n, x.mean(), mean_step)
         assert abs(x.var(ddof=1) - var_step) < Z * var_step * math.sqrt(2 / (n_paths - 1)), (n, x.var(), var_step)
@@ -589,6 +590,27 @@ def test_one_minus_exp_neg_in_float32_and_its_derivative():
     slope = np.asarray(jax.jit(jax.vmap(jax.grad(one_minus_exp_neg)))(jnp.asarray(x32)))
     np.testing.assert_allclose(slope, np.exp(-x32.astype(np.float64)), rtol=1e-6, atol=6e-8)
     np.testing.assert_allclose(np.asarray(one_minus_exp_neg(jnp.asarray(x))), -np.expm1(-x), rtol=2e-15, atol=0)
+
+
+def test_ou_noise_scale_and_its_derivative():
+    """The exact OU step's noise a unit of sigma, sqrt((1 - e^{-2 k dt}) / 2k), against the float64 closed form on
+    both sides of the series switch (2 k dt = 1e-2, where the series is within 4e-11) in float32 and float64;
+    sqrt(dt) at k = 0 with the derivative -dt^{3/2} / 2 there (finite, no NaN through the unused branch)."""
+    from jaxstress._model import ou_sd
+
+    dt = 1.0 / 252.0
+    k = np.concatenate([[0.0, 1e-6, 1.25, 1.2599, 1.2601, 1.27], np.logspace(-3, 4, 200)])  # 2 k dt = 1e-2 at 1.26
+    exact = np.where(k > 0, np.sqrt(-np.expm1(-2 * k * dt) / np.where(k > 0, 2 * k, 1.0)), np.sqrt(dt))
+    for dtype, rtol in ((np.float32, 1e-6), (np.float64, 1e-10)):
+        got = np.asarray(jax.jit(jax.vmap(lambda r: ou_sd(r, dtype(dt))))(jnp.asarray(k, dtype)))
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, exact, rtol=rtol, atol=0)
+    # d/dk at k: by central differences in float64 away from 0; the series' slope at 0
+    slope = np.asarray(jax.jit(jax.vmap(jax.grad(lambda r: ou_sd(r, dt))))(jnp.asarray(k)))
+    assert slope[0] == pytest.approx(-0.5 * dt**1.5, rel=1e-12)
+    h = 1e-6 * np.maximum(k, 1.0)
+    up, down = (np.asarray(jax.vmap(lambda r: ou_sd(r, dt))(jnp.asarray(k + sgn * h))) for sgn in (1, -1))
+    np.testing.assert_allclose(slope[1:], ((up - down) / (2 * h))[1:], rtol=1e-6, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk", [256, 512])

@@ -118,6 +118,9 @@ def ref_step(ref, t, s, normal, uniform):
 
     def dec(rate):  # the share of a gap a relaxation at `rate` closes in the step (docs/MODEL.md): exact, not rate dt
         return 1.0 - np.exp(-rate * dt)
+
+    def sd(rate):  # the exact step's noise a unit of sigma (docs/MODEL.md): sqrt((1 - e^{-2 rate dt}) / (2 rate))
+        return sq if rate == 0 else np.sqrt((1.0 - np.exp(-2.0 * rate * dt)) / (2.0 * rate))
     D = s["dysfunction"]  # of the state at the start of the step
     y10, y2 = s["y10"], s["y2"]
     vol = np.sqrt(s["var10"])
@@ -140,17 +143,17 @@ def ref_step(ref, t, s, normal, uniform):
     # Macro drivers
     r_target = (s["r_star"] + s["pi"] + v["short_rate.phi_pi"] * (s["pi"] - v["short_rate.pi_star"])
                 - v["short_rate.phi_stress"] * D)
-    r = s["r"] + dec(v["short_rate.k"]) * (r_target - s["r"]) + v["short_rate.sigma"] * sq * e_r
+    r = s["r"] + dec(v["short_rate.k"]) * (r_target - s["r"]) + v["short_rate.sigma"] * sd(v["short_rate.k"]) * e_r
     pi_target = v["inflation.mean"] + rg["pi_shift"] + v["inflation.pass_through"] * rg["tariff"]
     pi = (s["pi"] + dec(v["inflation.k"]) * (pi_target - s["pi"])
-          + v["inflation.sigma"] * rg["pi_vol_mult"] * sq * e_pi + j_pi)
+          + v["inflation.sigma"] * rg["pi_vol_mult"] * sd(v["inflation.k"]) * e_pi + j_pi)
     tau_f = (s["tau_f"] + dec(v["term_premium.k"]) * (v["term_premium.mean"] + rg["tau_shift"] - s["tau_f"])
-             + v["term_premium.sigma"] * rg["tau_vol_mult"] * sq * e_tau + j_tau)
+             + v["term_premium.sigma"] * rg["tau_vol_mult"] * sd(v["term_premium.k"]) * e_tau + j_tau)
     r_star = (s["r_star"] + dec(v["neutral_rate.k"]) * (v["neutral_rate.mean"] - s["r_star"])
-              + v["neutral_rate.sigma"] * sq * normal[5])
+              + v["neutral_rate.sigma"] * sd(v["neutral_rate.k"]) * normal[5])
     p = (s["p"] + dec(v["policy_path.k"]) * (v["policy_path.mean"] + v["policy_path.phi_gap"] * (r_target - s["r"])
                                         - v["policy_path.phi_stress"] * D - s["p"])
-         + v["policy_path.sigma"] * sq * normal[6])
+         + v["policy_path.sigma"] * sd(v["policy_path.k"]) * normal[6])
 
     # Foreign official holders
     H = s["holdings"]
@@ -186,7 +189,8 @@ def ref_step(ref, t, s, normal, uniform):
     rebuild_to = np.minimum(np.minimum(v["basis_funds.leverage"] * E_pos, E_pos / h), v["basis_funds.position"])
     relever = dec(v["basis_funds.relever"]) * np.maximum(rebuild_to - B, 0.0)
     basis = (s["basis"] + dec(v["basis_funds.k"]) * (v["basis_funds.mean_bp"] - s["basis"])
-             + v["basis_funds.sigma_bp"] * sq * normal[7] + v["basis_funds.impact_bp_per_100bn"] * forced / 100.0)
+             + v["basis_funds.sigma_bp"] * sd(v["basis_funds.k"]) * normal[7]
+             + v["basis_funds.impact_bp_per_100bn"] * forced / 100.0)
     fund_eq = E + B * (v["basis_funds.carry"] * dt - v["basis_funds.duration"] * (basis - s["basis"]) / 1e4)
     fund_pos = B - forced + relever
 
