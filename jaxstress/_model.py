@@ -42,7 +42,7 @@ def ou_sd(rate, dt):
     dx = rate (target - x) dt + sigma dW over dt with the target held, whose mean is `decay`'s. sqrt(dt) at rate 0
     and sqrt(dt) (1 - rate dt / 2) for a small rate dt. With the Euler noise sigma sqrt(dt) instead, the stationary
     variance would be sigma^2 dt / (1 - exp(-2 rate dt)), above the process's sigma^2 / (2 rate) by a factor of
-    about 1 + rate dt (9% at rate 50, daily steps), and `calibrate history`'s sigma (estimated by this map from
+    about 1 + rate dt (21% at rate 50, daily steps), and `calibrate history`'s sigma (estimated by this map from
     the daily AR(1)'s residual variance) would not give back the data's variance."""
     x = 2.0 * rate * dt
     small = jnp.abs(x) < 1e-2
