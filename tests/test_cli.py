@@ -173,21 +173,29 @@ def test_bench_json(capsys):
 
 
 def test_bench_json_on_devices(capsys):
-    """`bench --devices 2` on two of the session's four CPU devices: forward chunks of 2 blocks sharded one a
+    """`bench --devices 4 --float64` on the session's four CPU devices: forward chunks of 4 blocks sharded one a
     device (--chunk-size 256 rounded up to a block a device), the first chunk keeping the dates of 100 paths, the
-    second none; gradient chunks of 256 paths a device, 3 chunks in two groups of 2 (the last repeats its chunk,
-    and the repeat counts in the paths computed)."""
-    argv = ["bench", "april_2025", "--paths", "700", "--steps", "5", "--chunk-size", "256", "--grad-chunk-size",
-            "256", "--retain", "100", "--repeats", "1", "--devices", "2", "--json"]
-    assert main(argv) == 0
+    second none; gradient chunks of 512 paths a device, 3 chunks in one group of 4 (the last chunk repeated, and
+    the repeat counts in the paths computed). The gradient is the program of test_devices' sensitivities over
+    four devices (april_2025 over 25 steps, float64, 512 paths a device): the session's cache serves it to
+    whichever test comes second."""
+    import jax
+
+    argv = ["bench", "april_2025", "--paths", "1500", "--steps", "25", "--chunk-size", "256", "--grad-chunk-size",
+            "512", "--retain", "100", "--repeats", "1", "--float64", "--devices", "4", "--json"]
+    x64 = jax.config.jax_enable_x64
+    try:
+        assert main(argv) == 0
+    finally:
+        jax.config.update("jax_enable_x64", x64)  # --float64 sets it for the process: not for the next tests
     r = json.loads(capsys.readouterr().out)
     assert (r["n_devices"], r["local_devices"], r["paths"], r["chunk_size"], r["snapshot_paths"]) == \
-        (2, 4, 1024, 512, 100)
-    assert (r["grad_paths"], r["grad_chunk_size"]) == (1024, 256)
+        (4, 4, 2048, 1024, 100)
+    assert (r["grad_paths"], r["grad_chunk_size"], r["dtype"]) == (2048, 512, "float64")
     for key in ("path_steps_per_s", "grad_over_forward", "compile_s", "grad_compile_s"):
         assert np.isfinite(r[key]) and r[key] > 0, key
     from jaxstress._bench import format_bench
 
-    assert f"on 2 devices ({r['device']}, ...)" in format_bench(r)
-    assert main(argv[:-3] + ["--devices", "5", "--json"]) == 2
+    assert f"on 4 devices ({r['device']}, ...)" in format_bench(r)
+    assert main(argv[:-4] + ["--devices", "5", "--json"]) == 2
     assert "--devices 5: this process has 4 cpu device(s)" in capsys.readouterr().err

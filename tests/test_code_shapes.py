@@ -4,8 +4,10 @@ On a GPU the step leaves intermediates to the compiler (`_model.MATERIALISE`) an
 where they are used instead of carrying them (`_simulate.CARRY_DRAWS`). Both choices change how XLA fuses the
 step, not what it computes, so in float64 the per-path metrics and the full gradient must equal the CPU shapes'
 to rounding. The GPU shapes are run here on the CPU (the GPU itself is compared with the CPU by
-scripts/device_check.py). Each shape is traced by its own `jax.jit`, so no compiled function of the other tests
-is traced under the non-default shapes.
+scripts/device_check.py). The CPU shapes (the defaults here) run the library's own jitted programs in the shapes of
+other tests (test_devices' one-device run, test_sensitivities' gradient), so the session's compilation cache
+compiles them once; the GPU shapes are traced by a `jax.jit` of their own, so no compiled function of the other
+tests is traced under the non-default shapes.
 """
 
 import jax
@@ -14,10 +16,12 @@ import numpy as np
 import pytest
 
 from jaxstress import _model, _simulate, load_scenario
-from jaxstress._sensitivities import KINDS, _per_path, driver_leaves, surrogate, with_drivers
-from jaxstress._simulate import METRIC_NAMES, PRNG_IMPL, report_steps
+from jaxstress._sensitivities import KINDS, _per_path, chunk_gradient, driver_leaves, surrogate, with_drivers
+from jaxstress._simulate import BLOCK, METRIC_NAMES, PRNG_IMPL, report_steps, simulate_chunk
 
-N_BLOCKS = 4
+# the forward: april_2025 over a quarter, one chunk of 4 blocks (test_devices' one-device run); the gradient:
+# april_2025 over 25 days, 2 blocks (test_sensitivities' chunks)
+N_BLOCKS, GRAD_BLOCKS = 4, 2
 # (_model.MATERIALISE, _simulate.CARRY_DRAWS)
 SHAPES = {"cpu": (True, True), "gpu": (False, False)}
 
@@ -44,21 +48,29 @@ def results(x64):
     key = jax.random.key(5, impl=PRNG_IMPL)
     reports = report_steps(sc.config, params.n_steps)
     ids = jnp.arange(N_BLOCKS, dtype=jnp.uint32)
-    base = METRIC_NAMES.index("y10_change_bp")
-    mean = KINDS.index("mean")
-    zero = jnp.zeros((), jnp.float64)
+    g_params = load_scenario("april_2025", horizon=0.1).params(jnp.float64)
+    base = jnp.asarray(METRIC_NAMES.index("y10_change_bp"), jnp.int32)
+    mean = jnp.asarray(KINDS.index("mean"), jnp.int32)
+    first = jnp.asarray(0, jnp.uint32)
+    q, level, var, bandwidth, width, density = (jnp.asarray(x, jnp.float64) for x in (0.0, 0.0, 0.0, 1.0, 0.05, 1.0))
 
-    def metrics():
+    def metrics(shape):
+        if shape == "cpu":  # simulate's program: all of the chunk's paths observed at the reporting dates
+            return simulate_chunk(params, key, first, N_BLOCKS, reports, N_BLOCKS * BLOCK)[0]
         return jax.jit(lambda p, k: _simulate._run_blocks(p, k, ids, reports)[0])(params, key)
 
-    def gradient():
+    def gradient(shape):
+        if shape == "cpu":  # sensitivities' program: (estimate, gradient, per-path values)
+            return chunk_gradient(g_params, key, first, GRAD_BLOCKS, mean, base, q, level, var, bandwidth, width,
+                                  density)[:2]
+
         def f(d):
-            vals, logp = _per_path(with_drivers(params, d), key, jnp.asarray(0, jnp.uint32), N_BLOCKS, base)
-            return surrogate(KINDS[mean], vals, logp, zero, zero, zero, zero + 1.0, zero + 0.05)
+            vals, logp = _per_path(with_drivers(g_params, d), key, first, GRAD_BLOCKS, base)
+            return surrogate("mean", vals, logp, q, level, var, bandwidth, width, density)
 
-        return jax.jit(jax.value_and_grad(f))(driver_leaves(params))
+        return jax.jit(jax.value_and_grad(f))(driver_leaves(g_params))
 
-    return {s: (np.asarray(_under(s, metrics)), _under(s, gradient)) for s in SHAPES}
+    return {s: (np.asarray(_under(s, lambda: metrics(s))), _under(s, lambda: gradient(s))) for s in SHAPES}
 
 
 def test_gpu_shapes_give_the_cpu_metrics(results):

@@ -37,20 +37,19 @@ def test_the_guide_runs_and_its_numbers_hold(guide):
     c = np.asarray(stressed["regimes.tariff_shock.correlation"])
     assert c[0, 2] == c[2, 0] == pytest.approx(0.3)
     np.testing.assert_allclose(stressed["debt.amounts"], np.asarray(params["debt.amounts"]) * 1.1, rtol=1e-6)
-    assert np.all(np.isfinite(np.asarray(guide["grad"]))) and float(guide["grad"][0]) > 0
-    # the gradient of the whole Params by name: the same as the two drivers' above (same metric, paths and seed),
-    # and a correlation driver's is both of its entries' (`drivers` reads one, half of it: the model reads the
+    # the gradient of the whole Params by name: every driver's, finite; a higher term premium raises the 10y; a
+    # correlation driver's is both of its entries' (`drivers` reads one, half of it: the model reads the
     # symmetrized matrix)
     import jaxstress
 
     by_name, grads = guide["by_name"], guide["grads"]
     assert set(by_name) == set(jaxstress.driver_names(params))
-    np.testing.assert_allclose([float(by_name[n]) for n in guide["chosen"]], np.asarray(guide["grad"]), rtol=1e-4)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in by_name.values()) and guide["slope"] > 0
     k = "regimes.tariff_shock.correlation[1][3]"
     assert float(by_name[k]) == pytest.approx(2 * float(jaxstress.drivers(grads)[k]), rel=1e-6) != 0
     # the calibration reaches its target: within 3 standard errors of the 4,096 paths that check it, plus the
     # iterates' jitter (Adam moves the driver by up to its learning rate a step, times the metric's slope)
     se = float(np.std(y10, ddof=1)) / np.sqrt(4096)
-    jitter = 2e-3 * abs(float(guide["grad"][0]))
+    jitter = 2e-3 * abs(guide["slope"])
     assert abs(np.mean(guide["check"]) - guide["target"]) < 3 * se + jitter, (guide["check"], se, jitter)
     assert np.isfinite(guide["row"]["y10_change_bp"])

@@ -574,7 +574,7 @@ def test_event_cli_diverging_overrides_stop_at_the_start(tmp_path, capsys):
     to NaN values and then named a deleted temporary file."""
     out = tmp_path / "e.toml"
     rc = run_cli(["calibrate", "event", "--base", "april_2025_prior", "--window", "2025-04-02:2025-04-11", "--set",
-                  "impact.lambda0=1", "--set", "dealers.capacity=1.01", "--out", str(out), "--paths", "1",
+                  "impact.lambda0=1", "--set", "dealers.capacity=1.01", "--out", str(out), "--paths", str(PATHS),
                   "--steps", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err

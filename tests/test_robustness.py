@@ -686,16 +686,21 @@ def test_explosive_parameters_in_gradients_are_one_error(tmp_path, verb):
     named an internal function and printed numpy reprs: now both give run's one SimulationError line, with the
     causes and fixes, and write nothing."""
     out = tmp_path / "out"
-    tail = {"sensitivities": ["--drivers", "fed.threshold", "--chunk-size", "256"],
-            "reverse": ["--target", "y10_change_bp_mean=30", "--drivers", "fed.threshold"]}[verb]
-    argv = [verb, SCENARIO, "--paths", "512", "--horizon", "0.02", "--out", str(out), "--quiet", *tail,
-            *_sets(EXPLOSIVE[0])]
+    # the shapes of gradient programs that other tests compile (the session's cache then serves them): the
+    # float32 gradient of test_a_jump_every_step_has_a_finite_gradient (and test_sensitivities' 32-bit CLI run),
+    # and the reverse solve of test_event_reverse's test_reverse_reaches_the_target_on_fresh_paths
+    tail = {"sensitivities": [SCENARIO, "--paths", "512", "--horizon", "0.02", "--chunk-size", "256",
+                              "--drivers", "fed.threshold"],
+            "reverse": ["april_2025_prior", "--paths", "2048", "--horizon", repr(7 / 252),
+                        "--target", "y10_change_bp_mean=30", "--drivers", "regimes.tariff_shock.jump_tau_mean"]}[verb]
+    argv = [verb, *tail, "--out", str(out), "--quiet", *_sets(EXPLOSIVE[0])]
     rc, _, err = call(argv)
     assert rc == 2
     assert_clean(rc, err, argv, strict_prefix=True)
     assert {"sensitivities": "the gradients of y10_change_bp_mean with respect to fed.threshold are not finite, "
                              "although its values are",
-            "reverse": "or its gradient is not finite at fed.threshold = 3 on the paths of seed 0"}[verb] in err, err
+            "reverse": "or its gradient is not finite at regimes.tariff_shock.jump_tau_mean = 0.0008 on the paths of "
+                       "seed 0"}[verb] in err, err
     assert "simulation.steps_per_year" in err and "np.float64" not in err and "finite_block_draws" not in err
     assert list(tmp_path.iterdir()) == []
 

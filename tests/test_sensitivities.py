@@ -226,7 +226,8 @@ def test_tail_note_where_chunks_hold_few_paths_beyond_the_var():
 
 
 def test_all_drivers_by_default(scenario):
-    r = sensitivities(scenario, "y10_change_bp_mean", 2 * CHUNK, seed=SEED, chunk_size=CHUNK)
+    # PATHS: the chunks of `results` (2 * CHUNK paths would make chunks of 128, a program of their own to compile)
+    r = sensitivities(scenario, "y10_change_bp_mean", PATHS, seed=SEED, chunk_size=CHUNK)
     names = set(r.gradients)
     for expected in ("curve.k", "regimes.generator[0][1]", "holders.japan.sell_rate", "basis_funds.leverage",
                      "fed.max_purchases", "portfolio.positions[0].notional", "regimes.calm.correlation[0][2]"):
@@ -250,16 +251,16 @@ def test_metric_function_under_user_jit_and_grad(scenario):
     params = scenario.params()
     names = ("term_premium.mean", "regimes.tariff_shock.correlation[1][2]")
 
-    @jax.jit
     def loss(x):
         p = set_drivers(params, dict(zip(names, x)))
         return metric_function(p, "y10_max_rise_bp_mean", 512, seed=SEED)
 
+    value_and_grad = jax.jit(jax.value_and_grad(loss))  # one program for the gradient and the differences' values
     x0 = jnp.asarray([float(drivers(params)[n]) for n in names])
-    g = np.asarray(jax.grad(loss)(x0))
+    g = np.asarray(value_and_grad(x0)[1])
     for i, h in enumerate((1e-5, 1e-4)):
         e = jnp.zeros(2).at[i].set(h)
-        fd = float(loss(x0 + e) - loss(x0 - e)) / (2 * h)
+        fd = float(value_and_grad(x0 + e)[0] - value_and_grad(x0 - e)[0]) / (2 * h)
         assert abs(fd) > 0.1 and g[i] == pytest.approx(fd, rel=0.02), (names[i], g[i], fd)
 
 
@@ -345,25 +346,27 @@ def test_cli_writes_ranked_json_and_tornado(tmp_path, results, capsys):
 
 
 def test_cli_defaults_in_32_bit_mode(tmp_path, capsys):
-    """Without --float64 and --chunk-size (the chunk then defaults by backend: 4096 paths on CPU, capped so there
-    are 8 chunks where there are 8 blocks). Calm's jumps given a size but no intensity: its intensity's gradient
-    misses them, and its note says so (in the JSON and below the table); pause's jumps have no size, no note."""
+    """Without --float64 and --chunk-size (the chunk then defaults by backend, capped so that there are 8 chunks
+    where there are 8 blocks: one block of 256 paths here, the float32 program of test_robustness's gradient
+    runs, compiled once for both where the session's cache has it). Calm's jumps given a size but no intensity:
+    its intensity's gradient misses them, and its note says so (in the JSON and below the table); pause's jumps
+    have no size, no note."""
     import json
 
     from jaxstress._cli import main
 
     out = tmp_path / "s32"
     with jax.enable_x64(False):
-        rc = main(["sensitivities", "april_2025", "--paths", "4096", "--horizon", "0.05", "--out", str(out),
+        rc = main(["sensitivities", "april_2025", "--paths", "2048", "--horizon", "0.02", "--out", str(out),
                    "--set", "regimes.calm.jump_tau_mean=0.001", "--top", "3"])
     assert rc == 0
     doc = json.loads((out / "sensitivities.json").read_text())
-    assert doc["paths"] == 4096 and doc["chunks"] == 8
+    assert doc["paths"] == 2048 and doc["chunks"] == 8
     assert np.isfinite(doc["value"]) and all(np.isfinite(g["value"]) for g in doc["gradients"].values())
     notes = {k: g["note"] for k, g in doc["gradients"].items() if g["note"]}
     assert notes["regimes.calm.jump_intensity"].startswith("a jump in regime calm is never drawn (its intensity is 0)")
     assert "regimes.pause.jump_intensity" not in notes and "regimes.generator[1][3]" not in notes
-    # over 13 steps from tariff_shock the chain rarely reaches calm: its transitions are noted too, and only
+    # over 5 steps from tariff_shock the chain rarely reaches calm: its transitions are noted too, and only
     # regime intensities are
     assert "regimes.generator[0][1]" in notes and all(k.startswith("regimes.") for k in notes), notes
     assert all(k.startswith("regimes.generator[") or k.endswith(".jump_intensity") for k in notes), notes
