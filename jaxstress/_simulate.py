@@ -734,9 +734,12 @@ def observed_paths(chunk: int, chunk_paths: int, n_paths: int, retain: int) -> i
     """How many paths of chunk `chunk` are observed at the reporting dates (its program's static snap_paths): the
     `snapshot_paths` it keeps, but all of its paths where an earlier chunk kept all of its own, so that a chunk
     keeping only some is run by the program of the chunks before it instead of a program of its own (on a CPU one
-    more compilation, 5-6 s, saves observing fewer than a chunk's paths at 7 dates, ~0.01 s)."""
+    more compilation, 5-6 s, saves observing fewer than a chunk's paths at 7 dates, ~0.01 s); and all of them where
+    it keeps every path it has, the last block's padding included, so that the path count of a run shorter than a
+    chunk is not a program of its own (1000 and 1001 paths run the same program: 4 blocks, all observed)."""
     keep = snapshot_paths(chunk, chunk_paths, n_paths, retain)
-    return chunk_paths if 0 < keep and chunk > 0 else keep
+    whole = 0 < keep and (chunk > 0 or keep >= min(chunk_paths, n_paths - chunk * chunk_paths))
+    return chunk_paths if whole else keep
 
 
 def device_snapshot_paths(keep: int, chunk_paths: int, n_dev: int) -> int | None:

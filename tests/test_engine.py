@@ -673,6 +673,10 @@ def test_retained_reporting_dates(chunk_reference, monkeypatch):
     res = simulate(scenario, 1000, seed=11, chunk_size=256, retain=300)
     assert observed == [256, 256, 0, 0]
     assert [_simulate.observed_paths(c, 2**22, 10**8, 200_000) for c in range(3)] == [200_000, 0, 0]
+    # a run within one chunk that keeps all its paths observes the whole chunk, padding included: its path count
+    # is not a program of its own; one that keeps only some of them observes those only
+    assert [_simulate.observed_paths(0, 1024, n, 200_000) for n in (1, 2, 1000, 1024)] == [1024] * 4
+    assert _simulate.observed_paths(0, 1024, 1000, 999) == 999
     ref = chunk_reference
     assert res.snapshots.shape == ref.snapshots.shape[:2] + (300,)
     np.testing.assert_allclose(res.snapshots, ref.snapshots[:, :, :300], rtol=1e-6, atol=1e-9)
