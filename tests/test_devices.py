@@ -382,18 +382,20 @@ def test_processes_given_different_scenarios_refuse_to_merge(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_sensitivities_equal_one(tmp_path, sens_one_device):
-    """`sensitivities --distributed --devices 2` in two processes on loopback: 10 chunks, process 0 computing
-    chunks 0, 2, .., 8 and process 1 chunks 1, 3, .., 9, each in groups of 2 (one a device, the last group a
-    repeat short); process 0 gathers and writes what one process on one device computes (float64)."""
+    """`sensitivities --distributed --devices 4` in two processes on loopback: 10 chunks, process 0 computing
+    chunks 0, 2, .., 8 and process 1 chunks 1, 3, .., 9, each in groups of 4 (one a device, the last group filled
+    up with repeats); process 0 gathers and writes what one process on one device computes (float64). Process 0's
+    program is test_sensitivities_over_devices_equal_one_device's (the same four devices): the session's
+    compilation cache has it, and only process 1 compiles."""
     args = [sys.executable, "-m", "jaxstress", "sensitivities", SCENARIO, "--horizon", "0.1", "--set",
             "fed.threshold=1.0", "--paths", str(SENS_PATHS), "--chunk-size", str(SENS_CHUNK), "--seed", str(SEED),
-            "--float64", "--quiet", "--devices", "2", "--out", str(tmp_path / "dist" / "out")]
+            "--float64", "--quiet", "--devices", "4", "--out", str(tmp_path / "dist" / "out")]
     dist = tmp_path / "dist"
     dist.mkdir()
     _run_processes(args, dist, timeout=300)
     assert sorted(x.name for x in dist.iterdir()) == ["out"]  # only process 0 wrote
     doc = json.loads((dist / "out" / "sensitivities.json").read_text())
-    assert (doc["processes"], doc["devices_per_process"], doc["chunks"], doc["paths"]) == (2, 2, 10, SENS_PATHS)
+    assert (doc["processes"], doc["devices_per_process"], doc["chunks"], doc["paths"]) == (2, 4, 10, SENS_PATHS)
     _assert_same_sensitivities(doc, sens_one_device, "two processes")
 
 
