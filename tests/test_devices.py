@@ -314,16 +314,18 @@ def _run_processes(args: list[str], dist, single: list[str] | None = None, timeo
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     """Two processes on loopback split 3 chunks (2 + 1, the last one partly padding); process 0 merges and
-    writes; the result is bitwise a one-process run's (both run the same chunk shape in float32)."""
-    args = [sys.executable, "-m", "jaxstress", "run", SCENARIO, "--paths", "2048", "--horizon", "0.1",
-            "--chunk-size", "768", "--seed", "3", "--quiet", "--no-plots"]
+    writes; the result is bitwise a one-process run's (both run the same chunk shape in float32). Chunks of 512
+    paths over 25 days: the program of test_cli's runs, which the session's cache may hold already (then the
+    one-process run and process 0 load it)."""
+    args = [sys.executable, "-m", "jaxstress", "run", SCENARIO, "--paths", "1280", "--horizon", "0.1",
+            "--chunk-size", "512", "--seed", "3", "--quiet", "--no-plots"]
     dist = tmp_path / "dist"
     dist.mkdir()
     _run_processes(args + ["--out", str(dist / "out")], dist, single=args + ["--out", str(tmp_path / "single")])
     assert sorted(x.name for x in dist.iterdir()) == ["out"]  # only process 0 wrote, and nothing else is left
     single, merged = tmp_path / "single", dist / "out"
     a, b = (json.loads((d / "summary.json").read_text()) for d in (single, merged))
-    assert (a["processes"], b["processes"], b["chunk_size"], b["paths"]) == (1, 2, 768, 2048)
+    assert (a["processes"], b["processes"], b["chunk_size"], b["paths"]) == (1, 2, 512, 1280)
     # the devices used (one a process), not every device the processes see (4 fake CPU devices each)
     assert len(a["devices"]) == 1 and len(b["devices"]) == 2 and len(set(b["devices"])) == 2, (a, b)
     assert b["metrics"] == a["metrics"]
