@@ -738,7 +738,7 @@ def observed_paths(chunk: int, chunk_paths: int, n_paths: int, retain: int) -> i
     it keeps every path it has, the last block's padding included, so that the path count of a run shorter than a
     chunk is not a program of its own (1000 and 1001 paths run the same program: 4 blocks, all observed)."""
     keep = snapshot_paths(chunk, chunk_paths, n_paths, retain)
-    whole = 0 < keep and (chunk > 0 or keep >= min(chunk_paths, n_paths - chunk * chunk_paths))
+    whole = 0 < keep and (chunk > 0 or keep >= min(chunk_paths, n_paths))
     return chunk_paths if whole else keep
 
 
