@@ -27,23 +27,6 @@ def pytest_configure(config):
                                 f"ignore:Error {what} persistent compilation cache entry:UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def _x64_as_before():
-    """The CLI's --float64 turns JAX's 64-bit mode on for the whole process (a command's process ends with it),
-    and tests call the CLI in-process: after each test the process-wide setting is put back, so that the dtype of
-    the next tests, and with it which compiled programs they share through the session's cache, does not depend
-    on which tests ran before on that worker (the CLI fuzz's --float64 made every later run float64). Scoped
-    settings (`with jax.enable_x64(...)`) are not touched."""
-    from jax._src.config import enable_x64
-
-    before = enable_x64.get_global()
-    yield
-    if enable_x64.get_global() != before:
-        import jax
-
-        jax.config.update("jax_enable_x64", before)
-
-
 @pytest.fixture
 def data_copy(tmp_path):
     """A copy of the shipped data folder (jaxstress/data/*.csv) in tmp_path/data, to edit."""

