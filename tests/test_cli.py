@@ -149,15 +149,19 @@ def test_validate_lists_every_problem(tmp_path, capsys):
 
 def test_bench_json(capsys):
     """`jaxstress bench --json` prints one JSON object with the figures the README names: 2 chunks of 256 paths,
-    the first keeping its reporting dates (--retain 256), the second none (both shapes warmed up first)."""
+    the first keeping its reporting dates (--retain 256), the second none (both shapes warmed up first). In 32-bit
+    mode, as a command without --float64 runs (test modules turn x64 on at import, for the whole worker): its
+    gradient is then the float32 program of test_robustness' and test_sensitivities' 32-bit gradients."""
+    import jax
+
     argv = ["bench", "april_2025", "--paths", "400", "--steps", "5", "--chunk-size", "256", "--grad-chunk-size",
             "256", "--retain", "256", "--repeats", "2", "--json"]
-    assert main(argv) == 0
+    with jax.enable_x64(False):
+        assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
     assert (r["paths"], r["steps"], r["chunk_size"], r["snapshot_paths"], r["grad_paths"], r["repeats"]) == \
         (512, 5, 256, 256, 512, 2)
-    # the dtype follows JAX's x64 flag, which an earlier --float64 command in this session may have set
-    assert r["backend"] == "cpu" and r["device"] and r["dtype"] in ("float32", "float64")
+    assert r["backend"] == "cpu" and r["device"] and r["dtype"] == "float32"
     for key in ("path_steps_per_s", "grad_over_forward", "compile_s", "peak_rss_gb", "forward_s", "gradient_s"):
         assert np.isfinite(r[key]) and r[key] > 0, key
     assert r["path_steps_per_s"] == pytest.approx(512 * 5 / r["forward_s"])

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -687,14 +688,17 @@ def test_explosive_parameters_in_gradients_are_one_error(tmp_path, verb):
     causes and fixes, and write nothing."""
     out = tmp_path / "out"
     # the shapes of gradient programs that other tests compile (the session's cache then serves them): the
-    # float32 gradient of test_a_jump_every_step_has_a_finite_gradient (and test_sensitivities' 32-bit CLI run),
-    # and the reverse solve of test_event_reverse's test_reverse_reaches_the_target_on_fresh_paths
+    # float32 gradient of test_a_jump_every_step_has_a_finite_gradient (and of test_sensitivities' 32-bit CLI run
+    # and test_cli's bench), and the float64 reverse solve of test_event_reverse's
+    # test_reverse_reaches_the_target_on_fresh_paths (x64 is on in the test workers: modules turn it on at import)
     tail = {"sensitivities": [SCENARIO, "--paths", "512", "--horizon", "0.02", "--chunk-size", "256",
                               "--drivers", "fed.threshold"],
             "reverse": ["april_2025_prior", "--paths", "2048", "--horizon", repr(7 / 252),
                         "--target", "y10_change_bp_mean=30", "--drivers", "regimes.tariff_shock.jump_tau_mean"]}[verb]
     argv = [verb, *tail, "--out", str(out), "--quiet", *_sets(EXPLOSIVE[0])]
-    rc, _, err = call(argv)
+    # sensitivities in 32-bit mode, as a command without --float64 runs; reverse as the workers run (x64 on)
+    with jax.enable_x64(False) if verb == "sensitivities" else contextlib.nullcontext():
+        rc, _, err = call(argv)
     assert rc == 2
     assert_clean(rc, err, argv, strict_prefix=True)
     assert {"sensitivities": "the gradients of y10_change_bp_mean with respect to fed.threshold are not finite, "
@@ -713,7 +717,8 @@ def test_a_jump_every_step_has_a_finite_gradient(tmp_path):
     argv = ["sensitivities", SCENARIO, "--paths", "512", "--horizon", "0.02", "--out", str(out), "--quiet",
             "--drivers", "regimes.calm.jump_intensity", "--chunk-size", "256",
             "--set", "regimes.calm.jump_intensity=10000"]
-    rc, _, err = call(argv)
+    with jax.enable_x64(False):  # float32, where the probability rounded to 1 (test modules turn x64 on at import)
+        rc, _, err = call(argv)
     assert rc == 0, err
     grads = json.loads((out / "sensitivities.json").read_text())["gradients"]
     assert grads and all(math.isfinite(g["value"]) for g in grads.values()), grads
