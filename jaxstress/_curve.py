@@ -17,7 +17,7 @@ from jaxtyping import Array, ArrayLike, Float
 _SMALL = 1e-6
 
 
-def _one_minus_exp_over(x: Float[Array, "..."]) -> Float[Array, "..."]:
+def one_minus_exp_over(x: Float[Array, "..."]) -> Float[Array, "..."]:
     """(1 - exp(-x)) / x, continuous at x = 0 (value 1) and safe to differentiate there."""
     safe = jnp.where(jnp.abs(x) < _SMALL, 1.0, x)
     series = 1.0 - x / 2.0 + x * x / 6.0
@@ -29,10 +29,10 @@ def loadings(
 ) -> tuple[Float[Array, "..."], Float[Array, "..."], Float[Array, "..."]]:
     """Loadings (B, C, G/G(10)) of the short rate, the policy-path factor and the term premium at maturities m."""
     m = jnp.asarray(m)
-    b = _one_minus_exp_over(k * m)
-    c = _one_minus_exp_over(kc * m) - jnp.exp(-kc * m)
-    g = 1.0 - _one_minus_exp_over(m / mu)
-    g10 = 1.0 - _one_minus_exp_over(10.0 / mu)
+    b = one_minus_exp_over(k * m)
+    c = one_minus_exp_over(kc * m) - jnp.exp(-kc * m)
+    g = 1.0 - one_minus_exp_over(m / mu)
+    g10 = 1.0 - one_minus_exp_over(10.0 / mu)
     return b, c, g / g10
 
 

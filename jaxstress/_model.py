@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ._config import Params
-from ._curve import loadings
+from ._curve import loadings, one_minus_exp_over
 from ._regimes import transition_matrix, with_diagonal
 from ._schema import REGIME_FIELDS
 
@@ -44,12 +44,7 @@ def ou_sd(rate, dt):
     variance would be sigma^2 dt / (1 - exp(-2 rate dt)), above the process's sigma^2 / (2 rate) by a factor of
     about 1 + rate dt (21% at rate 50, daily steps), and `calibrate history`'s sigma (estimated by this map from
     the daily AR(1)'s residual variance) would not give back the data's variance."""
-    x = 2.0 * rate * dt
-    small = jnp.abs(x) < 1e-2
-    safe = jnp.where(small, 1.0, x)
-    # (1 - e^-x) / x: its series below 1e-2 (first omitted term x^4 / 120 < 1e-10), where the quotient cancels
-    share = jnp.where(small, 1.0 - x * (0.5 - x * (1.0 / 6.0 - x * (1.0 / 24.0))), -jnp.expm1(-safe) / safe)
-    return jnp.sqrt(dt * share)
+    return jnp.sqrt(dt * one_minus_exp_over(2.0 * rate * dt))
 
 
 def smooth_relu(x, width):

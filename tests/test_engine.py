@@ -595,12 +595,14 @@ def test_one_minus_exp_neg_in_float32_and_its_derivative():
 
 def test_ou_noise_scale_and_its_derivative():
     """The exact OU step's noise a unit of sigma, sqrt((1 - e^{-2 k dt}) / 2k), against the float64 closed form on
-    both sides of the series switch (2 k dt = 1e-2, where the series is within 4e-11) in float32 and float64;
-    sqrt(dt) at k = 0 with the derivative -dt^{3/2} / 2 there (finite, no NaN through the unused branch)."""
+    both sides of the series switch of `_curve.one_minus_exp_over` (2 k dt = 1e-6) and around 2 k dt = 1e-2, in
+    float32 and float64; sqrt(dt) at k = 0 with the derivative -dt^{3/2} / 2 there (finite, no NaN through the
+    unused branch)."""
     from jaxstress._model import ou_sd
 
     dt = 1.0 / 252.0
-    k = np.concatenate([[0.0, 1e-6, 1.25, 1.2599, 1.2601, 1.27], np.logspace(-3, 4, 200)])  # 2 k dt = 1e-2 at 1.26
+    # 2 k dt = 1e-6 at k = 1.26e-4, 1e-2 at 1.26
+    k = np.concatenate([[0.0, 1e-6, 1.2599e-4, 1.2601e-4, 1.25, 1.2599, 1.2601, 1.27], np.logspace(-3, 4, 200)])
     exact = np.where(k > 0, np.sqrt(-np.expm1(-2 * k * dt) / np.where(k > 0, 2 * k, 1.0)), np.sqrt(dt))
     for dtype, rtol in ((np.float32, 1e-6), (np.float64, 1e-10)):
         got = np.asarray(jax.jit(jax.vmap(lambda r: ou_sd(r, dtype(dt))))(jnp.asarray(k, dtype)))
